@@ -1,0 +1,257 @@
+"""The head-profile format: the one contract between `calibrate` (writer) and `serve`/`patches` (readers).
+
+A profile names attention heads of a model's language model and how to rescale their outputs, following the
+paper's Eq 8-10: positive heads are amplified by (1 + λ), negative heads damped by (1 − λ), with λ ∈ [0, 1].
+A head is removed (scale 0) by listing it as negative with λ = 1.
+
+Heads are addressed by the intervention point named in `vseam.hooks.HEAD_OUT`: the input of layer l's `o_proj`,
+viewed as [tokens, heads, head_dim]. Layer and head indices are 0-based and global (not per tensor-parallel rank).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import pathlib
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+LEVELS = ("attribute", "object", "relation", "all")
+SUBTYPES = ("color", "material", "animal", "vehicle", "indoor", "spatial", "action")
+SUBTYPE_LEVEL = {
+    "color": "attribute",
+    "material": "attribute",
+    "animal": "object",
+    "vehicle": "object",
+    "indoor": "object",
+    "spatial": "relation",
+    "action": "relation",
+}
+
+
+class ProfileError(ValueError):
+    """A profile is malformed or does not fit the model it is applied to. The message names file and field."""
+
+
+class Fingerprint(BaseModel):
+    """What a profile was made for. Two fingerprints match when architecture and shapes agree."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    architecture: str = Field(description="HF architecture class, e.g. LlavaForConditionalGeneration")
+    model_id: str = Field(description="hub id or local name of the checkpoint the heads were found in")
+    num_layers: int = Field(gt=0, description="language-model decoder layers")
+    num_heads: int = Field(gt=0, description="attention (query) heads per layer")
+    head_dim: int = Field(gt=0)
+    hidden_size: int | None = Field(default=None, gt=0)
+    vocab_size: int | None = Field(default=None, gt=0)
+
+    def mismatches(self, other: "Fingerprint") -> list[str]:
+        """Fields that differ in a way that makes head indices meaningless on `other`."""
+        out = []
+        for name in ("architecture", "num_layers", "num_heads", "head_dim", "hidden_size", "vocab_size"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine is not None and theirs is not None and mine != theirs:
+                out.append(f"fingerprint.{name}: profile has {mine!r}, model has {theirs!r}")
+        return out
+
+
+class Head(BaseModel):
+    """One selected head: its position, its rescaling factor λ (Eq 9) and its raw importance score c (Eq 7/8)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    layer: int = Field(ge=0)
+    head: int = Field(ge=0)
+    lam: float = Field(alias="lambda", description="λ in [0, 1]")
+    score: float | None = Field(default=None, description="raw c(h,l) from attribution; null when hand-written")
+
+    @field_validator("lam")
+    @classmethod
+    def _lam_in_range(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError(f"λ must be finite, got {v}")
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"λ must lie in [0, 1], got {v}")
+        return v
+
+    @field_validator("score")
+    @classmethod
+    def _score_finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError(f"score must be finite, got {v}")
+        return v
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.layer, self.head)
+
+    def label(self) -> str:
+        return f"L{self.layer}.H{self.head}"
+
+
+class Scope(BaseModel):
+    """Which semantics the heads were selected for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    level: Literal["attribute", "object", "relation", "all"]
+    subtypes: list[str] = Field(default_factory=list, description="e.g. ['color', 'material']")
+
+
+class Provenance(BaseModel):
+    """How the profile was made."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field(description="e.g. 'mean-ablation exact', 'atp+refine', 'hand-written', 'paper table 13'")
+    dataset: str | None = None
+    n_correct: int | None = Field(default=None, ge=0, description="|D_correct| used for c_correct")
+    n_incorrect: int | None = Field(default=None, ge=0, description="|D_incorrect| used for c_incorrect")
+    fraction: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = None
+    tool_version: str
+    created: str = Field(description="ISO-8601 UTC timestamp")
+    notes: str | None = None
+
+
+class HeadProfile(BaseModel):
+    """A named set of positive and negative heads with λ, for one model fingerprint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", description="used in requests; 'none'/'auto' are reserved")
+    fingerprint: Fingerprint
+    scope: Scope
+    k: int = Field(ge=0, description="top-K used when selecting each set")
+    positive: list[Head] = Field(default_factory=list, description="scaled by 1 + λ (Eq 10)")
+    negative: list[Head] = Field(default_factory=list, description="scaled by 1 − λ (Eq 10)")
+    provenance: Provenance
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v.lower() in ("none", "auto"):
+            raise ValueError(f"'{v}' is reserved for requests (unmodified model / routing)")
+        return v
+
+    @model_validator(mode="after")
+    def _heads_consistent(self) -> "HeadProfile":
+        fp = self.fingerprint
+        problems = []
+        for set_name in ("positive", "negative"):
+            seen: set[tuple[int, int]] = set()
+            for i, h in enumerate(getattr(self, set_name)):
+                where = f"{set_name}[{i}] ({h.label()})"
+                if h.layer >= fp.num_layers:
+                    problems.append(f"{where}: layer {h.layer} out of range for {fp.num_layers} layers")
+                if h.head >= fp.num_heads:
+                    problems.append(f"{where}: head {h.head} out of range for {fp.num_heads} heads")
+                if h.key in seen:
+                    problems.append(f"{where}: duplicate head in {set_name}")
+                seen.add(h.key)
+        both = {h.key for h in self.positive} & {h.key for h in self.negative}
+        for layer, head in sorted(both):
+            problems.append(f"positive/negative: L{layer}.H{head} is in both sets")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # ---- Eq 10 -------------------------------------------------------------------------------------------------
+    def scales(self) -> np.ndarray:
+        """Per-head output multipliers, shape [num_layers, num_heads]: 1 + λ (positive), 1 − λ (negative), else 1."""
+        s = np.ones((self.fingerprint.num_layers, self.fingerprint.num_heads), dtype=np.float64)
+        for h in self.positive:
+            s[h.layer, h.head] = 1.0 + h.lam
+        for h in self.negative:
+            s[h.layer, h.head] = 1.0 - h.lam
+        return s
+
+    def scale_entries(self) -> list[tuple[int, int, float]]:
+        """The non-identity scales as sorted (layer, head, scale) triples."""
+        s = self.scales()
+        return [(int(l), int(h), float(s[l, h])) for l, h in zip(*np.nonzero(s != 1.0))]
+
+    @property
+    def num_heads_selected(self) -> int:
+        return len(self.positive) + len(self.negative)
+
+    # ---- fit to a model ---------------------------------------------------------------------------------------
+    def check_fits(self, model_fp: Fingerprint, source: str = "profile") -> None:
+        """Refuse to apply this profile to a model whose fingerprint differs (raises ProfileError)."""
+        bad = self.fingerprint.mismatches(model_fp)
+        if bad:
+            raise ProfileError(
+                f"{source}: profile '{self.name}' was made for {self.fingerprint.model_id} "
+                f"({self.fingerprint.architecture}, {self.fingerprint.num_layers}x{self.fingerprint.num_heads} heads) "
+                f"and does not fit {model_fp.model_id}: " + "; ".join(bad)
+            )
+
+    # ---- I/O -----------------------------------------------------------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2, sort_keys=False) + "\n"
+
+    def save(self, path: str | pathlib.Path) -> pathlib.Path:
+        path = pathlib.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)
+        return path
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "positive/negative"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: field '{loc}': {msg}")
+    return "\n".join(lines)
+
+
+def parse_profile(data: dict | str, source: str = "<profile>") -> HeadProfile:
+    """Validate a profile given as a dict or JSON text; errors name `source` and the offending field."""
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as e:
+            raise ProfileError(f"{source}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"{source}: a profile must be a JSON object, got {type(data).__name__}")
+    try:
+        return HeadProfile.model_validate(data)
+    except ValidationError as e:
+        raise ProfileError(_format_validation_error(e, source)) from None
+
+
+def load_profile(path: str | pathlib.Path) -> HeadProfile:
+    path = pathlib.Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ProfileError(f"{path}: cannot read profile ({e.strerror})") from None
+    return parse_profile(text, source=str(path))
+
+
+def json_schema() -> dict:
+    schema = HeadProfile.model_json_schema(by_alias=True)
+    schema["$id"] = "https://vseam.dev/schemas/head-profile-v1.json"
+    schema["title"] = "V-SEAM head profile"
+    return schema
+
+
+SCHEMA_PATH = pathlib.Path(__file__).with_name("schema.json")
+
+
+def write_schema(path: pathlib.Path = SCHEMA_PATH) -> pathlib.Path:
+    path.write_text(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
+    return path
