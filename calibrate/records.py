@@ -1,0 +1,140 @@
+"""The record types every stage passes along: one VQA question (any dataset) and one edit triple (Eq 4).
+
+Every dataset loader yields `VQARecord`s; editing turns a record into an `EditedPair`; triple selection keeps
+the pairs that satisfy Eq 4 as `Triple`s. All three serialise to one JSON line each (JSONL manifests in run dirs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from head_profiles import SUBTYPE_LEVEL
+
+
+@dataclasses.dataclass(frozen=True)
+class Box:
+    """An axis-aligned region in pixel coordinates of the original image: top-left (x, y), width, height."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+    def xyxy(self) -> tuple[float, float, float, float]:
+        return (self.x, self.y, self.x + self.w, self.y + self.h)
+
+    @staticmethod
+    def from_dict(d: dict) -> "Box":
+        return Box(float(d["x"]), float(d["y"]), float(d["w"]), float(d["h"]))
+
+
+@dataclasses.dataclass
+class VQARecord:
+    """One question about one image, from any dataset (GQA, V-SEAM subsets, POPE, COCO-QA, shapes).
+
+    answer:   normalised lower-case answer ("yes"/"no" for binary questions; a word/phrase otherwise)
+    image:    path of the image file (absolute, or relative to the dataset's images dir when `resolved` is False)
+    subtype:  one of head_profiles.SUBTYPES for the V-SEAM tasks; COCO-QA's type (color/object/location/number)
+              or POPE's split (random/popular/adversarial) for evaluation sets
+    boxes:    the asked-about regions (what the edit may change), in original-image pixels
+    scene:    optional scene-graph fragment for the objects involved (GQA-style objects dict)
+    """
+
+    qid: str
+    dataset: str
+    question: str
+    answer: str
+    image: str
+    subtype: str | None = None
+    boxes: list[Box] = dataclasses.field(default_factory=list)
+    full_answer: str | None = None
+    scene: dict | None = None
+    meta: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def level(self) -> str | None:
+        """attribute / object / relation for the seven V-SEAM subtypes, else None."""
+        return SUBTYPE_LEVEL.get(self.subtype or "")
+
+    @property
+    def is_binary(self) -> bool:
+        return self.answer in ("yes", "no")
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["level"] = self.level
+        return d
+
+    @staticmethod
+    def from_json(d: dict) -> "VQARecord":
+        d = {k: v for k, v in d.items() if k != "level"}
+        d["boxes"] = [Box(**b) if isinstance(b, dict) else b for b in d.get("boxes", [])]
+        return VQARecord(**d)
+
+
+@dataclasses.dataclass
+class EditedPair:
+    """A record with its counterfactual question and the locally edited image (before the Eq 4 filter)."""
+
+    record: VQARecord
+    counterfactual: str  # the rewritten question that guided the edit
+    clean_image: str  # path
+    edited_image: str  # path
+    mask: str | None = None  # path of the binary mask PNG actually edited
+    editor: str = ""  # recolor / remove / mirror / diffusion / render (exact re-render, shapes world)
+    quality: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["record"] = self.record.to_json()
+        return d
+
+    @staticmethod
+    def from_json(d: dict) -> "EditedPair":
+        d = dict(d)
+        d["record"] = VQARecord.from_json(d["record"])
+        return EditedPair(**d)
+
+
+@dataclasses.dataclass
+class Triple:
+    """An (x, z, z̃, y) triple kept by Eq 4: the model answers y on the clean image and not on the edited one."""
+
+    pair: EditedPair
+    p_clean: float  # P(y | x, z)
+    p_edited: float  # P(y | x, z̃)
+    pred_clean: str
+    pred_edited: str
+
+    @property
+    def record(self) -> VQARecord:
+        return self.pair.record
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["pair"] = self.pair.to_json()
+        return d
+
+    @staticmethod
+    def from_json(d: dict) -> "Triple":
+        d = dict(d)
+        d["pair"] = EditedPair.from_json(d["pair"])
+        return Triple(**d)
+
+
+def write_jsonl(path, items) -> None:
+    with open(path, "w") as fh:
+        for it in items:
+            fh.write(json.dumps(it.to_json() if hasattr(it, "to_json") else it, sort_keys=True) + "\n")
+
+
+def read_jsonl(path, kind=None) -> list:
+    out = []
+    with open(path) as fh:
+        for line in fh:
+            if line.strip():
+                d = json.loads(line)
+                out.append(kind.from_json(d) if kind else d)
+    return out
