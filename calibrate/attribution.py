@@ -1,0 +1,251 @@
+"""Head attribution (paper Eq 5-7): the effect on P(correct answer) of mean-ablating each attention head.
+
+For an input (question x, image z, correct answer y), head h of layer l is masked by replacing its output at
+`HEAD_OUT` with the mean of the layer's other heads (Eq 5, `vseam.hooks.mean_of_other_heads`), and
+
+    Δp_h^l = p(y | x, z; Ã_h^l) − p(y | x, z)                                            (Eq 6)
+
+Three ways to get Δp for every head, all returning arrays shaped [inputs, layers, heads]:
+
+* `naive`  — the reference: one full forward per (input, head) with the `HeadEngine` mean-ablation edit.
+* `exact`  — the same numbers, fast: one recorded forward per batch of inputs, then for each layer l the H
+             ablations of that layer (for every input) go as one batch through layers l..L-1 only, with the LM
+             head computed at the answer position alone (`calibrate.replay`).
+* `atp`    — attribution patching: one forward + one backward give ∂p/∂A_h^l at every position; the first-order
+             estimate of Δp is Σ_t <Ã_h^l(t) − A_h^l(t), ∂p/∂A_h^l(t)>. `exact(..., heads=...)` re-scores chosen
+             candidates exactly (`--refine N`).
+
+y is a yes/no answer word; its token is the family's answer token. The prediction on an input is the larger of
+P(yes) and P(no), which decides whether the input belongs to D_correct or D_incorrect (Eq 7, see
+`calibrate.profiles`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from calibrate.replay import Recording, Replayer
+from vseam.engine import HeadEdits, HeadEngine
+from vseam.hooks import mean_of_other_heads, split_heads
+
+METHODS = ("naive", "exact", "atp")
+
+
+@dataclasses.dataclass
+class Baseline:
+    """The unedited model on a batch of inputs."""
+
+    p: np.ndarray  # [B] P(y) of each row's correct answer
+    p_yes: np.ndarray  # [B]
+    p_no: np.ndarray  # [B]
+    answers: list[str]
+
+    @property
+    def preds(self) -> list[str]:
+        return ["yes" if y >= n else "no" for y, n in zip(self.p_yes, self.p_no)]
+
+    @property
+    def correct(self) -> np.ndarray:
+        return np.array([p == a for p, a in zip(self.preds, self.answers)], dtype=bool)
+
+
+def _check_answers(answers: Sequence[str]) -> list[str]:
+    out = []
+    for a in answers:
+        a = str(a).strip().lower()
+        if a not in ("yes", "no"):
+            raise ValueError(f"head attribution needs yes/no answers, got {a!r}")
+        out.append(a)
+    return out
+
+
+class HeadAttributor:
+    """Scores every attention head of a `HeadEngine`'s language model by Eq 6, three ways (see module doc)."""
+
+    def __init__(self, engine: HeadEngine, max_rows: int = 64):
+        self.engine = engine
+        self.replayer = Replayer(engine)
+        self.max_rows = max(1, int(max_rows))
+        self.L, self.H = engine.num_layers, engine.num_heads
+        ids = engine.answer_ids()
+        self.answer_token = {"yes": ids["yes"], "no": ids["no"]}
+
+    # ---- inputs --------------------------------------------------------------------------------------------------
+    def encode(self, images: Sequence[Image.Image], questions: Sequence[str]) -> dict:
+        """Table-8 binary prompts for (image, question) pairs, left-padded into one batch."""
+        fam = self.engine.family
+        return self.engine.encode(list(images), [fam.binary_text(q) for q in questions])
+
+    def _answer_ids(self, answers: Sequence[str]) -> torch.Tensor:
+        return torch.tensor([self.answer_token[a] for a in _check_answers(answers)], dtype=torch.long)
+
+    def _baseline_from_logits(self, logits: torch.Tensor, answers: Sequence[str]) -> Baseline:
+        probs = torch.softmax(logits.float(), dim=-1)
+        ids = self._answer_ids(answers)
+        p = probs.gather(1, ids[:, None])[:, 0]
+        return Baseline(
+            p=p.double().numpy(),
+            p_yes=probs[:, self.answer_token["yes"]].double().numpy(),
+            p_no=probs[:, self.answer_token["no"]].double().numpy(),
+            answers=_check_answers(answers),
+        )
+
+    def _head_list(self, heads: Sequence[tuple[int, int]] | None) -> dict[int, list[int]]:
+        """{layer: [heads]} for the heads to score (all when None), validated."""
+        if heads is None:
+            return {l: list(range(self.H)) for l in range(self.L)}
+        by_layer: dict[int, list[int]] = {}
+        for l, h in heads:
+            if not (0 <= l < self.L and 0 <= h < self.H):
+                raise ValueError(f"head L{l}.H{h} does not exist in a {self.L}x{self.H} model")
+            by_layer.setdefault(int(l), [])
+            if h not in by_layer[l]:
+                by_layer[l].append(int(h))
+        return {l: sorted(hs) for l, hs in sorted(by_layer.items())}
+
+    # ---- the reference: one ablation per forward ------------------------------------------------------------------
+    def naive(
+        self,
+        images: Sequence[Image.Image],
+        questions: Sequence[str],
+        answers: Sequence[str],
+        heads: Sequence[tuple[int, int]] | None = None,
+    ) -> tuple[Baseline, np.ndarray]:
+        """Δp [B, L, H] by one full forward (vision tower included) per input and head; NaN for unscored heads."""
+        answers = _check_answers(answers)
+        by_layer = self._head_list(heads)
+        delta = np.full((len(images), self.L, self.H), np.nan)
+        logits = []
+        for b, (img, q, a) in enumerate(zip(images, questions, answers)):
+            batch = self.encode([img], [q])
+            base = self.engine.next_token_logprobs(batch)
+            logits.append(base)
+            p0 = base[0, self.answer_token[a]].exp().item()
+            for l, hs in by_layer.items():
+                for h in hs:
+                    mask = torch.zeros(1, self.L, self.H, dtype=torch.bool)
+                    mask[0, l, h] = True
+                    lp = self.engine.next_token_logprobs(batch, HeadEdits(mean_ablate=mask))
+                    delta[b, l, h] = lp[0, self.answer_token[a]].exp().item() - p0
+        return self._baseline_from_logits(torch.cat(logits), answers), delta  # log-probs are valid logits
+
+    # ---- fast exact engine ---------------------------------------------------------------------------------------
+    def record(self, images: Sequence[Image.Image], questions: Sequence[str]) -> Recording:
+        return self.replayer.record(self.encode(images, questions))
+
+    def exact(
+        self,
+        images: Sequence[Image.Image],
+        questions: Sequence[str],
+        answers: Sequence[str],
+        heads: Sequence[tuple[int, int]] | None = None,
+        recording: Recording | None = None,
+    ) -> tuple[Baseline, np.ndarray]:
+        """Δp [B, L, H] equal to `naive` (fp32, ≤ 1e-5); NaN for heads not in `heads` (default: all)."""
+        answers = _check_answers(answers)
+        rec = recording if recording is not None else self.record(images, questions)
+        base = self._baseline_from_logits(rec.logits, answers)
+        ids = self._answer_ids(answers)
+        B = rec.batch
+        delta = np.full((B, self.L, self.H), np.nan)
+        for l, hs in self._head_list(heads).items():
+            jobs = [(b, h) for b in range(B) for h in hs]
+            for start in range(0, len(jobs), self.max_rows):
+                chunk = jobs[start : start + self.max_rows]
+                mask = torch.zeros(len(chunk), self.L, self.H, dtype=torch.bool)
+                for r, (_, h) in enumerate(chunk):
+                    mask[r, l, h] = True
+                rows = torch.tensor([b for b, _ in chunk], dtype=torch.long)
+                with self.engine.edits(HeadEdits(mean_ablate=mask)):
+                    logits = self.replayer.resume(rec, l, rows)
+                p = torch.softmax(logits, dim=-1).gather(1, ids[rows][:, None])[:, 0].double().numpy()
+                for r, (b, h) in enumerate(chunk):
+                    delta[b, l, h] = p[r] - base.p[b]
+        return base, delta
+
+    # ---- attribution patching ------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _grad_taps(self) -> Iterator[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+        """During the block, each layer's HEAD_OUT becomes x + z with a zero leaf z; yields {layer: (x, z)}."""
+        taps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+        def make(layer):
+            def pre_hook(module, args):
+                x = args[0]
+                z = torch.zeros_like(x, requires_grad=True)
+                taps[layer] = (x.detach(), z)
+                return (x + z,) + tuple(args[1:])
+
+            return pre_hook
+
+        model = self.engine.model
+        saved = [(p, p.requires_grad) for p in model.parameters()]
+        handles = [
+            self.engine.family.o_proj(layer).register_forward_pre_hook(make(i))
+            for i, layer in enumerate(self.replayer.layers)
+        ]
+        try:
+            for p, _ in saved:
+                p.requires_grad_(False)
+            yield taps
+        finally:
+            for h in handles:
+                h.remove()
+            for p, flag in saved:
+                p.requires_grad_(flag)
+
+    def atp(
+        self, images: Sequence[Image.Image], questions: Sequence[str], answers: Sequence[str]
+    ) -> tuple[Baseline, np.ndarray]:
+        """First-order estimates of Δp [B, L, H] from one forward and one backward pass over the batch."""
+        answers = _check_answers(answers)
+        batch = self.encode(images, questions)
+        ids = self._answer_ids(answers)
+        engine = self.engine
+        with self._grad_taps() as taps, engine.edits(None), torch.enable_grad():
+            out = engine.model(**engine._forward_inputs(batch), use_cache=False, logits_to_keep=1)
+            logits = out.logits[:, -1, :].float()
+            p = torch.softmax(logits, dim=-1).gather(1, ids[:, None])[:, 0]
+            layers = sorted(taps)
+            grads = torch.autograd.grad(p.sum(), [taps[l][1] for l in layers], allow_unused=True)
+        est = np.zeros((len(answers), self.L, self.H))
+        with torch.no_grad():
+            for l, g in zip(layers, grads):
+                if g is None:  # this layer cannot reach the answer position (never happens in a causal LM)
+                    continue
+                a = split_heads(taps[l][0], self.H).double()  # [B, T, H, D]
+                diff = mean_of_other_heads(a) - a
+                est[:, l, :] = (diff * split_heads(g, self.H).double()).sum(dim=(1, 3)).numpy()
+        return self._baseline_from_logits(logits.detach(), answers), est
+
+    # ---- one entry point -----------------------------------------------------------------------------------------
+    def score(
+        self,
+        method: str,
+        images: Sequence[Image.Image],
+        questions: Sequence[str],
+        answers: Sequence[str],
+        heads: Sequence[tuple[int, int]] | None = None,
+    ) -> tuple[Baseline, np.ndarray]:
+        if method == "naive":
+            return self.naive(images, questions, answers, heads)
+        if method == "exact":
+            return self.exact(images, questions, answers, heads)
+        if method == "atp":
+            if heads is not None:
+                raise ValueError("atp scores all heads; use exact(..., heads=...) to refine candidates")
+            return self.atp(images, questions, answers)
+        raise ValueError(f"unknown attribution method {method!r}; choose from {', '.join(METHODS)}")
+
+
+def top_heads(scores: np.ndarray, n: int, sign: float = 1.0) -> list[tuple[int, int]]:
+    """The n heads with the largest sign*score ([L, H] array, NaN ignored), ties broken by (layer, head)."""
+    s = np.where(np.isfinite(scores), sign * scores, -np.inf)
+    order = sorted(((-s[l, h], l, h) for l in range(s.shape[0]) for h in range(s.shape[1])))
+    return [(l, h) for v, l, h in order[:n] if np.isfinite(v)]
