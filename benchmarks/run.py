@@ -1,0 +1,204 @@
+"""One evaluation run: records → requests per profile → answers → metrics, significance and the report files.
+
+Layout of the output directory:
+
+    responses.jsonl     the answer cache (re-runs ask only what is missing; shared by every profile and task)
+    predictions.jsonl   one line per (profile, item): reply, parsed prediction, correctness
+    report.json         every figure; report.md a readable table; report.png a bar chart
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import pathlib
+from typing import Sequence
+
+from benchmarks import cocoqa, gqa, pope
+from benchmarks.client import Endpoint, Request, ResponseCache, Sampling, ask_all, check_server
+from benchmarks.task import Answer, score
+from vseam.errors import UserError
+
+TASKS = {m.NAME: m for m in (pope, cocoqa, gqa)}
+CACHE_FILE = "responses.jsonl"
+PREDICTIONS_FILE = "predictions.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One compared configuration: a label for tables (strategy name or profile name) and the served profile."""
+
+    label: str
+    profile: str
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    task: str
+    endpoint: Endpoint
+    arms: list[Arm]
+    out_dir: pathlib.Path
+    reference: str | None = None  # label of the arm the significance tests compare against the others
+    concurrency: int = 8
+    retries: int = 5
+    timeout: float = 120.0
+    max_tokens: int | None = None
+    folds: int = 1000
+    fold_size: int = 100
+    seed: int = 0
+    progress: bool | None = None
+    check_server: bool = True
+    refresh: bool = False
+
+    def __post_init__(self):
+        labels = [a.label for a in self.arms]
+        if len(set(labels)) != len(labels):
+            raise UserError(f"--profile: each profile may be evaluated once, got {labels}")
+        if self.reference is not None and self.reference not in labels:
+            raise UserError(f"--reference {self.reference}: not among the evaluated {labels}")
+
+
+def task_module(name: str):
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise UserError(f"unknown task {name!r}; known: {', '.join(TASKS)}") from None
+
+
+def load_records(task: str, data: Sequence[str], images: str | None, limit: int | None = None, seed: int = 0):
+    """Records of `task` from the dataset files (via `calibrate.datasets`) and what the task leaves out."""
+    from calibrate.datasets import load_dataset
+
+    mod = task_module(task)
+    loaded = load_dataset(mod.DATASET, list(data), images=images, limit=limit, seed=seed)
+    records = list(getattr(loaded, "records", loaded))
+    kept, excluded = mod.select(records)
+    problems = getattr(loaded, "problems", None) or getattr(loaded, "report", None)
+    return kept, excluded, problems
+
+
+def detect_family(endpoint: Endpoint, name: str = "auto"):
+    """The model family: given by name, else from the server (`/v1/head_profiles` fingerprint, `/v1/models` root)."""
+    from vseam.families import FAMILIES, family_for, read_config
+
+    if name != "auto":
+        if name not in FAMILIES:
+            raise UserError(f"--family {name}: unknown; known: {', '.join(FAMILIES)}")
+        return FAMILIES[name]
+    from benchmarks.client import served_models, served_profiles
+
+    for prof in served_profiles(endpoint) or []:
+        arch = (prof.get("fingerprint") or {}).get("architecture")
+        if arch:
+            try:
+                return family_for({"architectures": [arch]})
+            except ValueError:
+                pass
+    for m in served_models(endpoint):
+        if m.get("id") != endpoint.model:
+            continue
+        root = pathlib.Path(str(m.get("root") or m.get("id")))
+        if (root / "config.json").is_file():
+            try:
+                return family_for(read_config(root))
+            except ValueError as e:
+                raise UserError(f"--model {endpoint.model}: {e}") from None
+    raise UserError(f"--model {endpoint.model}: cannot tell its model family from the server; pass --family "
+                    f"({' or '.join(FAMILIES)})")
+
+
+def build_requests(mod, family, records, arms: Sequence[Arm]) -> list[Request]:
+    reqs = []
+    for arm in arms:
+        for r in records:
+            reqs.append(Request(qid=r.qid, profile=arm.profile, prompt=mod.prompt(family, r), image=pathlib.Path(r.image)))
+    return reqs
+
+
+def evaluate(cfg: EvalConfig, records, family, data_info: dict | None = None) -> dict:
+    """Ask, score, test and write the report; returns the report dict (also written as report.json)."""
+    from benchmarks import report as report_mod
+    from benchmarks.stats import bootstrap
+
+    mod = task_module(cfg.task)
+    if not records:
+        raise UserError(f"{cfg.task}: no records to evaluate")
+    qids = [r.qid for r in records]
+    if len(set(qids)) != len(qids):
+        dup = next(q for q in qids if qids.count(q) > 1)
+        raise UserError(f"{cfg.task}: question id {dup!r} occurs more than once in the data")
+    if cfg.check_server:
+        check_server(cfg.endpoint, [a.profile for a in cfg.arms])
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    cache = ResponseCache(cfg.out_dir / CACHE_FILE, read=not cfg.refresh)
+    sampling = Sampling(max_tokens=cfg.max_tokens or mod.MAX_TOKENS)
+    requests = build_requests(mod, family, records, cfg.arms)
+    outcomes = asyncio.run(ask_all(
+        requests, cfg.endpoint, family, cache, sampling=sampling, concurrency=cfg.concurrency, retries=cfg.retries,
+        timeout=cfg.timeout, progress=cfg.progress, desc=f"{cfg.task} x {len(cfg.arms)} profiles"))
+
+    answers: dict[str, list[Answer]] = {}
+    for k, arm in enumerate(cfg.arms):
+        chunk = outcomes[k * len(records):(k + 1) * len(records)]
+        answers[arm.label] = [
+            score(r, o.reply, mod.parse, mod.is_correct, mod.category(r), error=o.error) for r, o in zip(records, chunk)
+        ]
+    with open(cfg.out_dir / PREDICTIONS_FILE, "w") as fh:
+        for arm in cfg.arms:
+            for a in answers[arm.label]:
+                fh.write(json.dumps({"label": arm.label, "profile": arm.profile} | a.to_json(), sort_keys=True) + "\n")
+
+    metrics = {arm.label: mod.metrics(answers[arm.label]) for arm in cfg.arms}
+    significance = None
+    if cfg.reference is not None and len(cfg.arms) > 1:
+        significance = bootstrap(
+            paired_correctness(answers, mod.bootstrap_category),
+            reference=cfg.reference,
+            baselines=[a.label for a in cfg.arms if a.label != cfg.reference],
+            folds=cfg.folds, fold_size=cfg.fold_size, seed=cfg.seed)
+    failed = [o for o in outcomes if o.error]
+    from vseam import __version__
+    from head_profiles import now_iso
+
+    report = {
+        "task": cfg.task,
+        "model": cfg.endpoint.model,
+        "base_url": cfg.endpoint.base_url,
+        "profile_via": cfg.endpoint.profile_via,
+        "family": family.name,
+        "created": now_iso(),
+        "vseam_version": __version__,
+        "data": (data_info or {}) | {"records": len(records)},
+        "arms": [dataclasses.asdict(a) for a in cfg.arms],
+        "sampling": sampling.as_dict(),
+        "requests": {
+            "total": len(outcomes),
+            "from_cache": sum(o.cached for o in outcomes),
+            "asked": sum(not o.cached for o in outcomes),
+            "failed": len(failed),
+            "first_errors": [o.error for o in failed[:5]],
+        },
+        "metrics": metrics,
+        "headline": {label: mod.headline(m) for label, m in metrics.items()},
+        "significance": significance,
+    }
+    report_mod.write_report(report, cfg.out_dir)
+    return report
+
+
+def paired_correctness(answers: dict[str, list[Answer]], category_of) -> dict[str, dict[str, list[bool]]]:
+    """category → label → correctness, over the items every label completed (item order shared by all labels)."""
+    labels = list(answers)
+    n = len(answers[labels[0]])
+    out: dict[str, dict[str, list[bool]]] = {}
+    for i in range(n):
+        row = [answers[lb][i] for lb in labels]
+        if any(a.failed for a in row):
+            continue
+        cat = category_of(row[0])
+        if cat is None:
+            continue
+        for lb, a in zip(labels, row):
+            out.setdefault(cat, {}).setdefault(lb, []).append(a.correct)
+    return out
