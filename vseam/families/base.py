@@ -72,6 +72,14 @@ class ModelFamily(ABC):
     def o_proj(self, layer: torch.nn.Module) -> torch.nn.Linear:
         return layer.self_attn.o_proj
 
+    def mlp(self, layer: torch.nn.Module) -> torch.nn.Module:
+        """The MLP block of a decoder layer (its output is added to the residual stream)."""
+        return layer.mlp
+
+    def image_grid(self, config: Any) -> tuple[int, int] | None:
+        """(rows, cols) of the patch grid the image tokens come from, row-major; None if they have no layout."""
+        return None
+
     @abstractmethod
     def vision_embedding(self, model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
         """A global image feature from the model's own vision encoder, [B, D] (used for edit quality checks)."""

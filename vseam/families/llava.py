@@ -41,3 +41,9 @@ class LlavaFamily(ModelFamily):
 
     def image_token_id(self, config: Any) -> int:
         return int(getattr(config, "image_token_id", None) or config.image_token_index)
+
+    def image_grid(self, config: Any) -> tuple[int, int] | None:
+        # LLaVA-1.5 ("default" feature selection drops CLS): one token per vision patch of the square input crop
+        vc = config.vision_config
+        side = int(vc.image_size) // int(vc.patch_size)
+        return (side, side)
