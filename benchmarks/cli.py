@@ -35,6 +35,7 @@ def cmd_eval(args) -> int:
     cfg = EvalConfig(
         task=args.task, endpoint=endpoint, arms=arms, out_dir=out, reference=reference,
         concurrency=args.concurrency, retries=args.retries, timeout=args.timeout, max_tokens=args.max_tokens,
+        max_consecutive_failures=args.max_failures,
         folds=args.folds, fold_size=args.fold_size, seed=args.seed,
         progress=False if args.no_progress else None, check_server=not args.skip_check, refresh=args.refresh,
     )
@@ -95,6 +96,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         t.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
         t.add_argument("--retries", type=int, default=5, help="retries per request with backoff (default 5)")
         t.add_argument("--timeout", type=float, default=120.0, help="seconds per request attempt")
+        t.add_argument("--max-failures", type=int, default=20,
+                       help="stop after this many failed requests in a row (default 20)")
         t.add_argument("--max-tokens", type=int, help="generation budget (default: the task's)")
         t.add_argument("--folds", type=int, default=1000, help="bootstrap folds (default 1000)")
         t.add_argument("--fold-size", type=int, default=100, help="items per bootstrap fold (default 100)")

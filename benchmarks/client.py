@@ -188,6 +188,7 @@ class Outcome:
     cached: bool = False
     error: str | None = None
     finish_reason: str | None = None
+    shared: bool = False  # a copy of an identical request's outcome (that request was asked or cached once)
 
 
 class EvalAborted(UserError):
@@ -221,21 +222,26 @@ async def ask_all(
     progress: bool | None = None,
     desc: str = "eval",
 ) -> list[Outcome]:
-    """Answers for `requests` (same order): cached ones are not asked again, new ones are cached as they arrive."""
+    """Answers for `requests` (same order): cached ones are not asked again, new ones are cached as they arrive.
+
+    Requests with the same cache key within one call are asked once and share the outcome."""
     import openai
     from tqdm import tqdm
 
     keys = [cache_key(endpoint, family, r, sampling) for r in requests]
+    first: dict[str, int] = {}  # identical requests (e.g. a POPE question repeated in two splits) are asked once
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
     outcomes: list[Outcome | None] = [None] * len(requests)
     todo: asyncio.Queue[int] = asyncio.Queue()
-    for i, key in enumerate(keys):
+    for key, i in first.items():
         hit = cache.get(key)
         if hit is not None:
             outcomes[i] = Outcome(key, hit["reply"], cached=True, finish_reason=hit.get("finish_reason"))
         else:
             todo.put_nowait(i)
-    cached = len(requests) - todo.qsize()
-    bar = tqdm(total=len(requests), initial=cached, desc=desc, unit="q", file=sys.stderr,
+    cached = len(first) - todo.qsize()
+    bar = tqdm(total=len(first), initial=cached, desc=desc, unit="q", file=sys.stderr,
                disable=(not sys.stderr.isatty()) if progress is None else not progress, dynamic_ncols=True)
     state = {"failed": 0, "streak": 0, "last_error": None}
     client = openai.AsyncOpenAI(base_url=endpoint.api_base, api_key=endpoint.api_key, max_retries=retries,
@@ -278,9 +284,12 @@ async def ask_all(
         raise EvalAborted(
             f"stopped after {state['streak']} failed requests in a row at {endpoint.api_base} "
             f"(answers so far are cached; re-run to resume). Last error: {state['last_error']}")
-    for i, o in enumerate(outcomes):
-        if o is None:  # not reached (only possible when aborted)
-            outcomes[i] = Outcome(keys[i], None, error="not asked")
+    for i, key in enumerate(keys):
+        src = outcomes[first[key]]
+        if src is None:  # not reached (only possible when aborted)
+            src = outcomes[first[key]] = Outcome(key, None, error="not asked")
+        if outcomes[i] is None:
+            outcomes[i] = dataclasses.replace(src, shared=True)
     return outcomes  # type: ignore[return-value]
 
 
@@ -298,8 +307,9 @@ def served_models(endpoint: Endpoint, timeout: float = 10.0) -> list[dict]:
     return list(r.json().get("data", []))
 
 
-def served_profiles(endpoint: Endpoint, timeout: float = 10.0) -> list[dict] | None:
-    """The head profiles a `vseam serve` server has loaded, or None when the server does not list any."""
+def served_profiles(endpoint: Endpoint, timeout: float = 10.0) -> dict | None:
+    """`GET /v1/head_profiles` of a `vseam serve` server as {"data": [profile...], "selectable": [name...] | None},
+    or None when the server does not list profiles (a plain vLLM server)."""
     import httpx
 
     try:
@@ -310,27 +320,32 @@ def served_profiles(endpoint: Endpoint, timeout: float = 10.0) -> list[dict] | N
     if r.status_code != 200:
         return None
     doc = r.json()
-    items = doc.get("data", doc.get("profiles", [])) if isinstance(doc, dict) else doc
-    return [p for p in items if isinstance(p, dict) and "name" in p]
+    items = doc.get("data", []) if isinstance(doc, dict) else doc
+    selectable = doc.get("selectable") if isinstance(doc, dict) else None
+    return {"data": [p for p in items if isinstance(p, dict) and "name" in p],
+            "selectable": [str(n) for n in selectable] if isinstance(selectable, list) else None}
 
 
-def check_server(endpoint: Endpoint, profiles: Iterable[str]) -> list[dict] | None:
+def check_server(endpoint: Endpoint, profiles: Iterable[str]) -> dict | None:
     """Fail early, naming the problem, when the model is not served or a profile is unknown to the server."""
     models = served_models(endpoint)
     ids = [m.get("id") for m in models]
     if endpoint.model not in ids:
         raise UserError(f"--model {endpoint.model}: not served at {endpoint.base_url} (served: {', '.join(map(str, ids))})")
-    wanted = [p for p in profiles if p != NONE_PROFILE]
-    loaded = served_profiles(endpoint)
-    if loaded is None:
+    profiles = list(profiles)
+    listing = served_profiles(endpoint)
+    if listing is None:
+        wanted = [p for p in profiles if p != NONE_PROFILE]
         if wanted:
             raise UserError(
                 f"--profile {wanted[0]}: {endpoint.base_url} does not list head profiles (GET /v1/head_profiles), so "
                 f"it cannot apply them — start it with `vseam serve`; a plain server can only evaluate 'none'")
         return None
-    names = [p["name"] for p in loaded]
-    unknown = [p for p in wanted if p not in names]
+    valid = listing["selectable"]
+    if valid is None:
+        valid = [NONE_PROFILE] + [p["name"] for p in listing["data"]]
+    unknown = [p for p in profiles if p not in valid]
     if unknown:
-        raise UserError(f"--profile {unknown[0]}: not loaded by the server at {endpoint.base_url} "
-                        f"(loaded: {', '.join(names) or 'none'})")
-    return loaded
+        raise UserError(f"--profile {unknown[0]}: not selectable on the server at {endpoint.base_url} "
+                        f"(selectable: {', '.join(valid) or 'none'})")
+    return listing

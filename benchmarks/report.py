@@ -83,8 +83,8 @@ def markdown(report: dict) -> str:
         f"# {report['task']} — {report['model']}",
         "",
         f"- server: {report['base_url']} (profile chosen by {report['profile_via']}), family {report['family']}",
-        f"- items: {report['data']['records']}; requests: {req['total']} ({req['from_cache']} from cache, "
-        f"{req['asked']} asked, {req['failed']} failed)",
+        f"- items: {report['data']['records']} x {len(report['arms'])} profiles = {req['items']}; distinct requests: "
+        f"{req['unique']} ({req['from_cache']} from cache, {req['asked']} asked, {req['failed']} failed)",
         f"- generated {report['created']} by vseam {report['vseam_version']}",
     ]
     excluded = report["data"].get("excluded")

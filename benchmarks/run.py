@@ -43,6 +43,7 @@ class EvalConfig:
     concurrency: int = 8
     retries: int = 5
     timeout: float = 120.0
+    max_consecutive_failures: int = 20
     max_tokens: int | None = None
     folds: int = 1000
     fold_size: int = 100
@@ -88,7 +89,7 @@ def detect_family(endpoint: Endpoint, name: str = "auto"):
         return FAMILIES[name]
     from benchmarks.client import served_models, served_profiles
 
-    for prof in served_profiles(endpoint) or []:
+    for prof in (served_profiles(endpoint) or {"data": []})["data"]:
         arch = (prof.get("fingerprint") or {}).get("architecture")
         if arch:
             try:
@@ -136,7 +137,7 @@ def evaluate(cfg: EvalConfig, records, family, data_info: dict | None = None) ->
     requests = build_requests(mod, family, records, cfg.arms)
     outcomes = asyncio.run(ask_all(
         requests, cfg.endpoint, family, cache, sampling=sampling, concurrency=cfg.concurrency, retries=cfg.retries,
-        timeout=cfg.timeout, progress=cfg.progress, desc=f"{cfg.task} x {len(cfg.arms)} profiles"))
+        timeout=cfg.timeout, max_consecutive_failures=cfg.max_consecutive_failures, progress=cfg.progress, desc=f"{cfg.task} x {len(cfg.arms)} profiles"))
 
     answers: dict[str, list[Answer]] = {}
     for k, arm in enumerate(cfg.arms):
@@ -157,7 +158,8 @@ def evaluate(cfg: EvalConfig, records, family, data_info: dict | None = None) ->
             reference=cfg.reference,
             baselines=[a.label for a in cfg.arms if a.label != cfg.reference],
             folds=cfg.folds, fold_size=cfg.fold_size, seed=cfg.seed)
-    failed = [o for o in outcomes if o.error]
+    unique = [o for o in outcomes if not o.shared]
+    failed = [o for o in unique if o.error]
     from vseam import __version__
     from head_profiles import now_iso
 
@@ -173,10 +175,11 @@ def evaluate(cfg: EvalConfig, records, family, data_info: dict | None = None) ->
         "arms": [dataclasses.asdict(a) for a in cfg.arms],
         "sampling": sampling.as_dict(),
         "requests": {
-            "total": len(outcomes),
-            "from_cache": sum(o.cached for o in outcomes),
-            "asked": sum(not o.cached for o in outcomes),
-            "failed": len(failed),
+            "items": len(outcomes),
+            "unique": len(unique),
+            "from_cache": sum(o.cached for o in unique),
+            "asked": sum(not o.cached for o in unique),
+            "failed": sum(o.error is not None for o in unique),
             "first_errors": [o.error for o in failed[:5]],
         },
         "metrics": metrics,

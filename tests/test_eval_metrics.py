@@ -142,7 +142,7 @@ def test_report_files(tmp_path):
         "task": "pope", "model": "tiny", "base_url": "http://x/v1", "profile_via": "xargs", "family": "llava",
         "created": "now", "vseam_version": "0", "data": {"records": 10, "excluded": {}},
         "arms": [{"label": "none", "profile": "none"}],
-        "requests": {"total": 10, "from_cache": 0, "asked": 10, "failed": 0, "first_errors": []},
+        "requests": {"items": 10, "unique": 10, "from_cache": 0, "asked": 10, "failed": 0, "first_errors": []},
         "metrics": {"none": m}, "headline": {"none": pope.headline(m)}, "significance": None,
     }
     paths = write_report(report, tmp_path)
