@@ -1,0 +1,601 @@
+"""`calibrate`: dataset -> stage 1 (edits, Eq-4 triples) -> stage 2 (patching, head attribution) -> head profiles.
+
+A run lives in one directory (`--out`) and can be killed and resumed at any point; the profiles it writes depend
+only on the per-triple results recorded there, so a resumed run writes byte-identical profiles:
+
+    run.json                      configuration and creation time (the profiles' `created` is pinned to it)
+    stage1/                       stage 1's own resumable outputs (edited images, manifest, triple cache)
+    triples.jsonl                 the Eq-4 triples stage 2 works on (after `--fraction`)
+    attribution/<method>.jsonl    per attributed input: prediction, P(y), Δp for every head (append-only)
+    attribution/candidates.json   AtP screen: the heads re-scored exactly (`--refine N`)
+    attribution/refine.jsonl      per input: exact Δp of the candidates
+    patching/results.jsonl        per patched triple: Δlogit [module, layer, row] and the logit lens
+    patching/<group>.npz|png      Eq 3 arrays and heatmaps; logit_lens.tsv, lens_<n>.png
+    profiles/<prefix>-<level>.json  one profile per semantic level (attribute, object, relation) and `all`
+    report.md, report.json        counts, chosen heads, head/bbox attention overlap (Table 14), timings
+
+Per-input work is done in fixed chunks of the triple list, so a resumed run batches exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import json
+import os
+import pathlib
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from calibrate.records import Triple, read_jsonl
+from head_profiles import LEVELS, SUBTYPE_LEVEL, Fingerprint, HeadProfile, Provenance
+from vseam.errors import UserError
+
+STAGE2_KEYS = ("method", "refine", "k", "fraction", "seed", "batch", "patching", "name_prefix", "per_subtype")
+AUTO_EXACT_MAX_HEADS = 256
+ROLES = ("clean", "edited")
+
+
+# ---- append-only JSONL ------------------------------------------------------------------------------------------
+
+
+class JsonlLog:
+    """An append-only JSONL file of finished items keyed by `key`; a torn last line (killed run) is dropped."""
+
+    def __init__(self, path: str | pathlib.Path, key: str = "key"):
+        self.path = pathlib.Path(path)
+        self.key = key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._items: dict[str, dict] = {}
+        if self.path.exists():
+            data = self.path.read_bytes()
+            end = data.rfind(b"\n") + 1
+            if end < len(data):  # drop an incomplete last line so appends start on a fresh line
+                with open(self.path, "r+b") as fh:
+                    fh.truncate(end)
+                data = data[:end]
+            for line in data.decode().splitlines():
+                if line.strip():
+                    item = json.loads(line)
+                    self._items[item[key]] = item
+
+    def __contains__(self, k: str) -> bool:
+        return k in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, k: str) -> dict | None:
+        return self._items.get(k)
+
+    def append(self, items: Iterable[dict]) -> None:
+        new = [it for it in items if it[self.key] not in self._items]
+        if not new:
+            return
+        text = "".join(json.dumps(it, sort_keys=True) + "\n" for it in new)
+        with open(self.path, "a") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        for it in new:
+            self._items[it[self.key]] = it
+
+
+# ---- run directory ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Run:
+    path: pathlib.Path
+    meta: dict
+
+    @property
+    def created(self) -> str:
+        return self.meta["created"]
+
+    def sub(self, *parts: str) -> pathlib.Path:
+        p = self.path.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+def open_run(path: str | pathlib.Path, config: dict) -> Run:
+    """Create the run dir or resume it; refuses to resume with a different stage-2 configuration."""
+    path = pathlib.Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    meta_path = path / "run.json"
+    if meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as e:
+            raise UserError(f"{meta_path}: not valid JSON ({e.msg}); remove the run dir or pick another --out") from None
+        old = meta.get("config", {})
+        diffs = [f"{k}: run has {old.get(k)!r}, now {config.get(k)!r}" for k in config if old.get(k) != config.get(k)]
+        if diffs:
+            raise UserError(
+                f"{path}: this run dir was made with a different configuration ({'; '.join(diffs)}); "
+                "resume with the same options or choose a new --out"
+            )
+        return Run(path, meta)
+    created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    meta = {"created": created, "config": config}
+    tmp = meta_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    tmp.replace(meta_path)
+    return Run(path, meta)
+
+
+# ---- triples ----------------------------------------------------------------------------------------------------
+
+
+def triple_key(t: Triple) -> str:
+    return f"{t.record.dataset}:{t.record.qid}"
+
+
+def subsample(triples: Sequence[Triple], fraction: float, seed: int) -> list[Triple]:
+    """`--fraction`: a seeded random subset (at least one triple), kept in the original order (Table 4 studies)."""
+    if not 0 < fraction <= 1:
+        raise UserError(f"--fraction must be in (0, 1], got {fraction}")
+    if fraction >= 1 or not triples:
+        return list(triples)
+    n = max(1, int(round(fraction * len(triples))))
+    keep = set(np.random.RandomState(seed).permutation(len(triples))[:n].tolist())
+    return [t for i, t in enumerate(triples) if i in keep]
+
+
+def load_triples(path: str | pathlib.Path) -> list[Triple]:
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise UserError(f"--triples {path}: no such file")
+    try:
+        triples = read_jsonl(path, Triple)
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"--triples {path}: not a JSONL file of triples ({e})") from None
+    seen = set()
+    for i, t in enumerate(triples):
+        if t.record.answer not in ("yes", "no"):
+            raise UserError(f"--triples {path}: line {i + 1} ({t.record.qid}) has answer {t.record.answer!r}, need yes/no")
+        k = triple_key(t)
+        if k in seen:
+            raise UserError(f"--triples {path}: line {i + 1}: duplicate question id {k}")
+        seen.add(k)
+    return triples
+
+
+def groups_of(t: Triple, per_subtype: bool) -> list[str]:
+    """The profile groups a triple counts in: its level, optionally its subtype, and `all`."""
+    out = []
+    level = SUBTYPE_LEVEL.get(t.record.subtype or "")
+    if level:
+        out.append(level)
+        if per_subtype:
+            out.append(f"{level}/{t.record.subtype}")
+    out.append("all")
+    return out
+
+
+# ---- stage 2 ----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Stage2Config:
+    method: str = "auto"  # auto | exact | atp | naive
+    refine: int | None = None  # AtP: re-score this many candidates per set and group exactly (None: 3K)
+    k: int = 10
+    fraction: float = 1.0
+    seed: int = 0
+    batch: int = 4  # triples per chunk (2 inputs each)
+    patching: int = 16  # triples to patch (0: no patching)
+    name_prefix: str = "gqa"
+    per_subtype: bool = False
+
+    def resolved_method(self, num_heads_total: int) -> str:
+        if self.method != "auto":
+            return self.method
+        return "exact" if num_heads_total <= AUTO_EXACT_MAX_HEADS else "atp"
+
+    def refine_n(self) -> int:
+        return 3 * self.k if self.refine is None else self.refine
+
+
+def _load_image(path: str, what: str):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError) as e:
+        raise UserError(f"{what}: cannot read image {path} ({e})") from None
+
+
+def _inputs_of(chunk: Sequence[tuple[int, Triple]]):
+    """Attributed inputs of a chunk: every triple's clean and edited image, target = the clean answer y."""
+    keys, images, questions, answers, meta = [], [], [], [], []
+    for _, t in chunk:
+        for role in ROLES:
+            path = t.pair.clean_image if role == "clean" else t.pair.edited_image
+            keys.append(f"{triple_key(t)}:{role}")
+            images.append(_load_image(path, f"triple {triple_key(t)} ({role})"))
+            questions.append(t.record.question)
+            answers.append(t.record.answer)
+            meta.append({"triple": triple_key(t), "role": role, "subtype": t.record.subtype})
+    return keys, images, questions, answers, meta
+
+
+def _chunks(triples: Sequence[Triple], size: int) -> list[list[tuple[int, Triple]]]:
+    indexed = list(enumerate(triples))
+    return [indexed[i : i + size] for i in range(0, len(indexed), size)]
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="triple", dynamic_ncols=True, leave=True)
+
+
+def attribute_all(
+    attributor, triples: Sequence[Triple], log: JsonlLog, method: str, batch: int, desc: str,
+    heads: Sequence[tuple[int, int]] | None = None,
+) -> None:
+    """Score every input of every triple with `method` (heads: exact re-scoring of candidates only)."""
+    chunks = _chunks(triples, batch)
+    bar = _progress(len(triples), desc)
+    for chunk in chunks:
+        keys = [f"{triple_key(t)}:{r}" for _, t in chunk for r in ROLES]
+        if all(k in log for k in keys):
+            bar.update(len(chunk))
+            continue
+        k_, images, questions, answers, meta = _inputs_of(chunk)
+        if heads is not None:
+            base, delta = attributor.exact(images, questions, answers, heads=heads)
+        else:
+            base, delta = attributor.score(method, images, questions, answers)
+        items = []
+        for i, key in enumerate(keys):
+            item = {
+                "key": key,
+                **meta[i],
+                "answer": answers[i],
+                "p": float(base.p[i]),
+                "pred": base.preds[i],
+                "correct": bool(base.correct[i]),
+            }
+            if heads is None:
+                item["delta"] = delta[i].tolist()
+            else:
+                item["heads"] = [[l, h, float(delta[i, l, h])] for l, h in heads]
+            items.append(item)
+        log.append(items)
+        bar.update(len(chunk))
+    bar.close()
+
+
+def _deltas(triples: Sequence[Triple], logs: Sequence[JsonlLog], shape) -> dict[str, tuple[bool, np.ndarray]]:
+    """key -> (correct, Δp [L, H]) with refined entries (if a refine log is given) replacing screen values."""
+    screen = logs[0]
+    refine = logs[1] if len(logs) > 1 else None
+    out = {}
+    for t in triples:
+        for role in ROLES:
+            key = f"{triple_key(t)}:{role}"
+            item = screen.get(key)
+            if item is None:
+                raise RuntimeError(f"no attribution result for {key} in {screen.path}")
+            d = np.asarray(item["delta"], dtype=np.float64).reshape(shape)
+            if refine is not None:
+                r = refine.get(key)
+                if r is None:
+                    raise RuntimeError(f"no refined result for {key} in {refine.path}")
+                for l, h, v in r["heads"]:
+                    d[int(l), int(h)] = v
+            out[key] = (bool(item["correct"]), d)
+    return out
+
+
+def group_scores(triples: Sequence[Triple], deltas: dict, shape, per_subtype: bool) -> dict[str, Any]:
+    from calibrate.profiles import aggregate
+
+    members: dict[str, list] = {}
+    subtypes: dict[str, set] = {}
+    for t in triples:
+        for g in groups_of(t, per_subtype):
+            for role in ROLES:
+                members.setdefault(g, []).append(deltas[f"{triple_key(t)}:{role}"])
+            if t.record.subtype:
+                subtypes.setdefault(g, set()).add(t.record.subtype)
+    order = [g for g in LEVELS if g in members and g != "all"] + sorted(g for g in members if "/" in g) + ["all"]
+    return {g: (aggregate(members[g], shape), sorted(subtypes.get(g, set()))) for g in order if g in members}
+
+
+def candidates_from_screen(scores: dict[str, Any], n: int) -> list[tuple[int, int]]:
+    """Union over groups of the top-n heads by −c_correct and by c_incorrect (AtP estimates)."""
+    from calibrate.attribution import top_heads
+
+    chosen: set[tuple[int, int]] = set()
+    for s, _ in scores.values():
+        if s.n_correct:
+            chosen.update(top_heads(s.c_correct, n, sign=-1.0))
+        if s.n_incorrect:
+            chosen.update(top_heads(s.c_incorrect, n, sign=1.0))
+    return sorted(chosen)
+
+
+def write_profiles(
+    run: Run, scores: dict[str, Any], fingerprint: Fingerprint, cfg: Stage2Config, method_label: str,
+    dataset: str, allowed: np.ndarray | None, say: Callable[[str], None],
+) -> list[pathlib.Path]:
+    from calibrate.profiles import SPLIT_NOTE, EmptyProfileError, build_profile
+    from vseam import __version__
+
+    written, reasons = [], []
+    for group, (s, subtypes) in scores.items():
+        level = group.split("/")[0]
+        name = f"{cfg.name_prefix}-{group.replace('/', '-')}"
+        pv = Provenance(
+            method=method_label,
+            dataset=dataset,
+            fraction=cfg.fraction,
+            seed=cfg.seed,
+            tool_version=__version__,
+            created=run.created,
+            notes=SPLIT_NOTE,
+        )
+        try:
+            profile = build_profile(name, fingerprint, level, subtypes, s, pv, k=cfg.k, allowed=allowed)
+        except EmptyProfileError as e:
+            reasons.append(str(e))
+            say(f"skipped {e}")
+            continue
+        written.append(profile.save(run.sub("profiles", f"{name}.json")))
+        say(
+            f"wrote {written[-1]} ({len(profile.positive)} positive, {len(profile.negative)} negative heads; "
+            f"n_correct={s.n_correct}, n_incorrect={s.n_incorrect})"
+        )
+    if not written:
+        raise UserError("no profile written: " + ("; ".join(reasons) or "no triples"))
+    return written
+
+
+def run_patching(patcher, triples: Sequence[Triple], run: Run, limit: int, per_subtype: bool) -> dict:
+    from calibrate.patching import PatchResult, heatmap, lens_figure, save_arrays, summarise, write_lens_table
+
+    chosen = list(triples)[:limit]
+    if not chosen:
+        return {}
+    log = JsonlLog(run.sub("patching", "results.jsonl"))
+    bar = _progress(len(chosen), "activation patching")
+    for t in chosen:
+        key = triple_key(t)
+        if key not in log:
+            clean = _load_image(t.pair.clean_image, f"triple {key} (clean)")
+            edited = _load_image(t.pair.edited_image, f"triple {key} (edited)")
+            res = patcher.patch(clean, edited, t.record.question, t.record.answer)
+            log.append([{"key": key, "subtype": t.record.subtype, **res.to_json()}])
+        bar.update(1)
+    bar.close()
+    results = [(triple_key(t), PatchResult.from_json(log.get(triple_key(t)))) for t in chosen]
+    by_group: dict[str, list] = {}
+    for t, (key, res) in zip(chosen, results):
+        for g in groups_of(t, per_subtype):
+            by_group.setdefault(g, []).append((key, res))
+    out = {}
+    order = [g for g in LEVELS if g in by_group and g != "all"] + sorted(g for g in by_group if "/" in g) + ["all"]
+    for g in order:
+        items = by_group[g]
+        summary = summarise([r for _, r in items])
+        slug = g.replace("/", "-")
+        save_arrays(summary, run.sub("patching", f"{slug}.npz"), keys=[k for k, _ in items])
+        heatmap(summary, run.sub("patching", f"{slug}.png"), title=f"activation patching: {g} ({summary.n} triples)")
+        out[g] = summary
+    write_lens_table(results, run.sub("patching", "logit_lens.tsv"))
+    for i, (key, res) in enumerate(results[:3]):
+        lens_figure(res, run.sub("patching", f"lens_{i}.png"), title=f"logit lens, {key}")
+    return out
+
+
+# ---- the command ------------------------------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, help="dataset name (gqa, shapes, ...) as registered in calibrate.datasets")
+    p.add_argument("--data", help="dataset files (directory or file); default: the loader's default location")
+    p.add_argument("--images", help="images directory, when the dataset keeps images apart from its question files")
+    p.add_argument(
+        "--model", required=True,
+        help="llava | instructblip (the hub models, from the local HF cache) or a checkpoint directory",
+    )
+    p.add_argument("--out", help="run directory (created, or resumed); default runs/<dataset>-<model>")
+    p.add_argument("--triples", help="skip stage 1: a triples.jsonl (e.g. from another run) to attribute")
+    p.add_argument("--limit", type=int, help="stage 1: use at most this many dataset records")
+    p.add_argument("--fraction", type=float, default=1.0, help="stage 2: attribute a random fraction of the triples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--method", default="auto", choices=["auto", "exact", "atp", "naive"],
+        help=f"head attribution: exact engine, AtP screen (+ --refine), naive loop; auto = exact up to "
+        f"{AUTO_EXACT_MAX_HEADS} heads, else atp",
+    )
+    p.add_argument("--refine", type=int, help="atp: re-score the top N heads per set and group exactly (default 3K; 0 = off)")
+    p.add_argument("--k", "-k", type=int, default=10, help="top-K positive and negative heads per profile")
+    p.add_argument("--batch", type=int, default=4, help="triples per attribution batch")
+    p.add_argument("--patching", type=int, default=16, help="activation-patch this many triples (0 = skip)")
+    p.add_argument("--name-prefix", help="profile names are <prefix>-<level>; default: the dataset name")
+    p.add_argument("--per-subtype", action="store_true", help="also write one profile per subtype (Table 13)")
+    p.add_argument("--overlap-triples", type=int, default=32, help="triples used for the head/bbox overlap table")
+    p.add_argument(
+        "--no-eq4-filter", action="store_true",
+        help="debugging: keep every edited pair as a triple, even when the edit does not flip the model",
+    )
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+
+
+def resolve_model(model: str) -> tuple[pathlib.Path, str]:
+    from vseam.families import DEFAULT_MODEL_IDS, resolve_model_dir
+
+    target = DEFAULT_MODEL_IDS.get(model, model)
+    try:
+        return resolve_model_dir(target), target
+    except FileNotFoundError as e:
+        hint = " (download it into the Hugging Face cache first)" if model in DEFAULT_MODEL_IDS else ""
+        raise UserError(f"--model {model}: {e}{hint}") from None
+
+
+def stage2_config(args) -> Stage2Config:
+    if args.k < 1:
+        raise UserError(f"--k must be >= 1, got {args.k}")
+    if args.batch < 1:
+        raise UserError(f"--batch must be >= 1, got {args.batch}")
+    if args.refine is not None and args.refine < 0:
+        raise UserError(f"--refine must be >= 0, got {args.refine}")
+    if not 0 < args.fraction <= 1:
+        raise UserError(f"--fraction must be in (0, 1], got {args.fraction}")
+    return Stage2Config(
+        method=args.method,
+        refine=args.refine,
+        k=args.k,
+        fraction=args.fraction,
+        seed=args.seed,
+        batch=args.batch,
+        patching=max(0, args.patching),
+        name_prefix=args.name_prefix or args.dataset,
+        per_subtype=args.per_subtype,
+    )
+
+
+def cmd_calibrate(args) -> int:
+    import torch
+
+    from calibrate import report as report_mod
+    from calibrate.attribution import HeadAttributor
+    from calibrate.patching import ActivationPatcher
+    from vseam.engine import HeadEngine
+    from vseam.families import fingerprint_of
+
+    t_start = time.time()
+    model_dir, model_ref = resolve_model(args.model)
+    cfg = stage2_config(args)
+    out = args.out or f"runs/{args.dataset}-{pathlib.Path(str(model_ref)).name}"
+    config = {k: getattr(cfg, k) for k in STAGE2_KEYS}
+    config.update(dataset=args.dataset, model=str(model_ref), triples=args.triples, limit=args.limit,
+                  no_eq4_filter=bool(args.no_eq4_filter))
+    run = open_run(out, config)
+
+    def say(msg: str) -> None:
+        print(msg, flush=True)
+
+    say(f"calibrate: run dir {run.path} (created {run.created})")
+    fingerprint = fingerprint_of(model_ref)
+    dtype = getattr(torch, args.dtype)
+    engine = HeadEngine.from_pretrained(str(model_dir), dtype=dtype, device=args.device)
+    timings: dict[str, float] = {}
+
+    # ---- stage 1 ----
+    t0 = time.time()
+    if args.triples:
+        all_triples = load_triples(args.triples)
+        stage1 = {"source": str(args.triples), "triples": len(all_triples)}
+    else:
+        all_triples, stage1 = run_stage1(args, run, engine, say)
+    timings["stage1_s"] = time.time() - t0
+    triples = subsample(all_triples, cfg.fraction, cfg.seed)
+    from calibrate.records import write_jsonl
+
+    write_jsonl(run.sub("triples.jsonl"), triples)
+    counts = _subtype_counts(triples)
+    say(f"stage 2 on {len(triples)} triples (of {len(all_triples)}): " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    if not triples:
+        raise UserError(
+            "no Eq-4 triples to attribute (the model never answers right on a clean image and wrong on its edit); "
+            "nothing to calibrate. Use more data, a model that answers the questions, or --no-eq4-filter to debug"
+        )
+
+    # ---- stage 2: patching ----
+    t0 = time.time()
+    patch_summaries = {}
+    if cfg.patching:
+        patcher = ActivationPatcher(engine)
+        patch_summaries = run_patching(patcher, triples, run, cfg.patching, cfg.per_subtype)
+    timings["patching_s"] = time.time() - t0
+
+    # ---- stage 2: attribution ----
+    t0 = time.time()
+    attributor = HeadAttributor(engine)
+    shape = (attributor.L, attributor.H)
+    method = cfg.resolved_method(attributor.L * attributor.H)
+    screen = JsonlLog(run.sub("attribution", f"{method}.jsonl"))
+    attribute_all(attributor, triples, screen, method, cfg.batch, f"head attribution ({method})")
+    logs = [screen]
+    allowed = None
+    method_label = {"exact": "mean-ablation exact", "naive": "mean-ablation naive", "atp": "mean-ablation atp"}[method]
+    if method == "atp" and cfg.refine_n() > 0:
+        screen_scores = group_scores(triples, _deltas(triples, [screen], shape), shape, cfg.per_subtype)
+        cand_path = run.sub("attribution", "candidates.json")
+        candidates = candidates_from_screen(screen_scores, cfg.refine_n())
+        if cand_path.exists():
+            stored = [tuple(x) for x in json.loads(cand_path.read_text())["heads"]]
+            if stored != candidates:
+                raise UserError(f"{cand_path}: candidates differ from the recorded screen; the run dir is inconsistent")
+        else:
+            cand_path.write_text(json.dumps({"refine": cfg.refine_n(), "heads": [list(c) for c in candidates]}) + "\n")
+        refine = JsonlLog(run.sub("attribution", "refine.jsonl"))
+        attribute_all(attributor, triples, refine, "exact", cfg.batch, f"exact refine of {len(candidates)} heads",
+                      heads=candidates)
+        logs.append(refine)
+        allowed = np.zeros(shape, dtype=bool)
+        for l, h in candidates:
+            allowed[l, h] = True
+        method_label = f"mean-ablation atp screen + exact refine of top {cfg.refine_n()}"
+    timings["attribution_s"] = time.time() - t0
+    scores = group_scores(triples, _deltas(triples, logs, shape), shape, cfg.per_subtype)
+
+    # ---- profiles ----
+    paths = write_profiles(run, scores, fingerprint, cfg, method_label, args.dataset, allowed, say)
+    profiles = [HeadProfile.model_validate_json(p.read_text()) for p in paths]
+
+    # ---- report ----
+    t0 = time.time()
+    overlap = report_mod.head_bbox_overlap(engine, triples, profiles, max_triples=args.overlap_triples)
+    timings["overlap_s"] = time.time() - t0
+    timings["total_s"] = time.time() - t_start
+    report_mod.write_report(
+        run, model=str(model_ref), dataset=args.dataset, stage1=stage1, counts=counts, scores=scores,
+        profiles=profiles, paths=paths, patching=patch_summaries, overlap=overlap, timings=timings, method=method_label,
+        triples_total=len(all_triples),
+    )
+    say(f"wrote {run.path / 'report.md'}")
+    return 0
+
+
+def _subtype_counts(triples: Sequence[Triple]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in triples:
+        out[t.record.subtype or "-"] = out.get(t.record.subtype or "-", 0) + 1
+    return dict(sorted(out.items()))
+
+
+def run_stage1(args, run: Run, engine, say) -> tuple[list[Triple], dict]:
+    """Stage 1 (issue 5): dataset -> edited pairs -> Eq-4 triples, resumable under run/stage1."""
+    raise UserError("stage 1 (calibrate.datasets / calibrate.edit / calibrate.select) is not available; pass --triples")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="calibrate", description="V-SEAM calibration: dataset -> edits -> Eq-4 triples -> head profiles"
+    )
+    add_arguments(p)
+    p.set_defaults(func=cmd_calibrate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from vseam.cli import run as run_command
+
+    args = build_parser().parse_args(argv)
+    return run_command(args.func, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
