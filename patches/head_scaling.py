@@ -1,0 +1,252 @@
+"""Per-head scaling of the language model's attention output, inside vLLM.
+
+The edit point is `vseam.hooks.HEAD_OUT` (`lm.layers.{l}.attn.head_out`): the input of layer l's `o_proj`, viewed
+as [tokens, heads, head_dim]. In vLLM every Llama-style decoder layer builds a `LlamaAttention` whose `o_proj` is a
+`RowParallelLinear`; with tensor parallelism rank r holds the contiguous block of heads
+[r * H/tp, (r + 1) * H/tp), so that is the slice of each profile this rank applies.
+
+`install()` wraps `LlamaAttention.__init__`, so the edit reaches every model whose language model is built from
+vLLM's Llama layers (LLaVA-1.5; vseam's out-of-tree InstructBLIP) and nothing else. Two modes:
+
+* static (`--fold`): one profile is multiplied into the columns of `o_proj.weight` *while the checkpoint loads*
+  (vLLM on CPU repacks `o_proj` after loading and drops `.weight`, so folding later is not possible). Zero
+  run-time cost.
+* per-request: each `o_proj` gets a small table `head_scales[P + 1, local_heads]` (row 0 = `none`) and reads the
+  shared index buffer `token_rows` (filled every step by `patches.token_profiles` from the batch layout). Its
+  input is multiplied by `head_scales[token_rows[:T]]` per token and head before the projection. Both tensors
+  are static buffers updated in place, so compiled graphs and CUDA graphs see the new values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+
+import numpy as np
+import torch
+
+from patches.config import NONE, ServeConfig, scale_table
+from vseam.hooks import column_scale, head_out_name
+
+log = logging.getLogger("vllm.vseam.patches")
+
+
+@dataclasses.dataclass
+class ScalingState:
+    """What this process applies: the profile table and the per-layer modules it patched."""
+
+    config: ServeConfig
+    table: np.ndarray  # [P + 1, L, H] float64
+    rows: dict[str, int]  # profile name -> table row
+    default_row: int
+    layers: dict[int, torch.nn.Module] = dataclasses.field(default_factory=dict)  # layer -> patched o_proj
+    token_rows: torch.Tensor | None = None  # shared [N] int64, per-request mode
+
+    @property
+    def num_layers(self) -> int:
+        return self.table.shape[1]
+
+    @property
+    def num_heads(self) -> int:
+        return self.table.shape[2]
+
+    def digest(self) -> str:
+        """Identifies what this process computes (mode + scale table) for vLLM's compile-cache key."""
+        h = hashlib.sha256(self.config.mode.encode())
+        h.update(np.ascontiguousarray(self.table).tobytes())
+        return h.hexdigest()
+
+    def row_of(self, extra_args: dict | None) -> int:
+        """Table row of a request from its `SamplingParams.extra_args` (set by serve's middleware)."""
+        name = (extra_args or {}).get("head_profile")
+        if name is None:
+            return self.default_row
+        row = self.rows.get(name)
+        if row is None:  # only when a request bypassed serve's middleware
+            _warn_once(f"request names head profile {name!r}, which is not loaded; applying the default")
+            return self.default_row
+        return row
+
+
+STATE: ScalingState | None = None
+_INSTALLED = False
+_WARNED: set[str] = set()
+
+
+def _warn_once(msg: str) -> None:
+    if msg not in _WARNED:
+        _WARNED.add(msg)
+        log.warning("vseam: %s", msg)
+
+
+def build_state(config: ServeConfig) -> ScalingState:
+    profiles = config.load_profiles()
+    rows = config.index_of()
+    if config.static and len(profiles) != 1:
+        raise RuntimeError(f"static (--fold) mode folds exactly one profile, got {len(profiles)}")
+    default = config.default if config.default in rows else NONE
+    return ScalingState(config=config, table=scale_table(profiles), rows=rows, default_row=rows[default])
+
+
+def install(config: ServeConfig) -> ScalingState:
+    """Make every LlamaAttention built from now on apply `config` (idempotent; the last config wins)."""
+    global STATE, _INSTALLED
+    STATE = build_state(config)
+    if not _INSTALLED:
+        from vllm.model_executor.models.llama import LlamaAttention
+
+        original_init = LlamaAttention.__init__
+
+        def __init__(self, *args, **kwargs):
+            original_init(self, *args, **kwargs)
+            if STATE is not None:
+                patch_attention(self, STATE)
+
+        __init__.__wrapped__ = original_init  # type: ignore[attr-defined]
+        LlamaAttention.__init__ = __init__
+        _key_compile_cache()
+        _INSTALLED = True
+    return STATE
+
+
+def _key_compile_cache() -> None:
+    """Add the profile state to vLLM's config hash, which keys its torch.compile/AOT cache.
+
+    vLLM reloads a cached compiled model without re-checking guards; a graph traced without the head scaling (or
+    with another profile table shape) must never be reused for a patched model, nor the other way round.
+    """
+    from vllm.config import VllmConfig
+
+    original = VllmConfig.compute_hash
+
+    def compute_hash(self) -> str:
+        base = original(self)
+        if STATE is None:
+            return base
+        return hashlib.sha256(f"{base}|vseam:{STATE.digest()}".encode()).hexdigest()[: len(base)]
+
+    compute_hash.__wrapped__ = original  # type: ignore[attr-defined]
+    VllmConfig.compute_hash = compute_hash
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one attention layer
+
+
+def patch_attention(attn: torch.nn.Module, state: ScalingState) -> None:
+    from vllm.model_executor.models.utils import extract_layer_index
+
+    o_proj = attn.o_proj
+    layer = extract_layer_index(o_proj.prefix)
+    where = f"{head_out_name(layer)} ({o_proj.prefix})"
+    if attn.total_num_heads != state.num_heads or layer >= state.num_layers:
+        raise RuntimeError(
+            f"vseam: {where}: model has {attn.total_num_heads} heads per layer, layer index {layer}; the head "
+            f"profiles are for {state.num_layers} layers x {state.num_heads} heads"
+        )
+    tp_rank, tp_size = int(getattr(o_proj, "tp_rank", 0)), int(getattr(o_proj, "tp_size", 1))
+    local = attn.num_heads
+    if local * tp_size != attn.total_num_heads:
+        raise RuntimeError(f"vseam: {where}: {attn.total_num_heads} heads do not split evenly over {tp_size} ranks")
+    first = tp_rank * local
+    local_table = state.table[:, layer, first : first + local]  # [P + 1, local]
+    if state.config.static:
+        _fold_into_weight(o_proj, torch.as_tensor(local_table[1]), attn.head_dim, where)
+    else:
+        _scale_per_token(o_proj, torch.as_tensor(local_table), state)
+    o_proj.vseam_layer = layer
+    o_proj.vseam_heads = (first, first + local)
+    state.layers[layer] = o_proj
+
+
+# ---- static: fold into the weights while they load -----------------------------------------------------------
+
+
+def _fold_into_weight(o_proj: torch.nn.Module, head_scales: torch.Tensor, head_dim: int, where: str) -> None:
+    weight = getattr(o_proj, "weight", None)
+    if weight is None or getattr(weight, "input_dim", 1) != 1 or weight.dim() != 2:
+        raise RuntimeError(f"vseam: {where}: --fold needs an unquantized o_proj weight [out, in]; serve without --fold")
+    cols = column_scale(head_scales, head_dim)  # [local_heads * head_dim]
+    if weight.shape[1] != cols.numel():
+        raise RuntimeError(f"vseam: {where}: o_proj has {weight.shape[1]} input columns, expected {cols.numel()}")
+    load = weight.weight_loader
+    o_proj.vseam_folded = False
+
+    def load_and_fold(param, loaded_weight, *args, **kwargs):
+        out = load(param, loaded_weight, *args, **kwargs)
+        # the loader wrote this rank's slice of the checkpoint; scale its columns (each call starts from fresh data)
+        param.data.mul_(cols.to(device=param.device, dtype=param.dtype)[None, :])
+        o_proj.vseam_folded = True
+        return out
+
+    weight.weight_loader = load_and_fold
+
+
+# ---- per request: scale the o_proj input token by token ------------------------------------------------------
+
+
+class HeadScaledProjection:
+    """Mixin put in front of o_proj's own class: scale each token's heads by its request's profile row."""
+
+    vseam_head_scales: torch.Tensor  # [P + 1, local_heads]
+    vseam_token_rows: torch.Tensor  # [N] int64, shared by all layers
+
+    def forward(self, input_):
+        num_tokens = input_.shape[0]
+        per_token = self.vseam_head_scales[self.vseam_token_rows[:num_tokens]]  # [T, local_heads]
+        heads = input_.unflatten(-1, (per_token.shape[-1], -1))  # [T, local_heads, head_dim]
+        return super().forward((heads * per_token.unsqueeze(-1)).flatten(-2))
+
+
+_SCALED_CLASSES: dict[type, type] = {}
+
+
+def _scaled_class(cls: type) -> type:
+    if cls not in _SCALED_CLASSES:
+        _SCALED_CLASSES[cls] = type(f"HeadScaled{cls.__name__}", (HeadScaledProjection, cls), {})
+    return _SCALED_CLASSES[cls]
+
+
+def token_rows_size() -> int:
+    """Length of the token -> row buffer: every token a forward pass can carry (dummy/profile runs included)."""
+    from vllm.config import get_current_vllm_config
+
+    sched = get_current_vllm_config().scheduler_config
+    return int(sched.max_num_batched_tokens) + 4096
+
+
+def _scale_per_token(o_proj: torch.nn.Module, local_table: torch.Tensor, state: ScalingState) -> None:
+    params = list(o_proj.parameters())
+    device = params[0].device if params else torch.get_default_device()
+    dtype = getattr(o_proj, "params_dtype", None) or (params[0].dtype if params else torch.float32)
+    if state.token_rows is None:
+        state.token_rows = torch.zeros(token_rows_size(), dtype=torch.long, device=device)
+    o_proj.register_buffer("vseam_head_scales", local_table.to(device=device, dtype=dtype), persistent=False)
+    o_proj.register_buffer("vseam_token_rows", state.token_rows, persistent=False)
+    o_proj.__class__ = _scaled_class(type(o_proj))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# after the model loaded
+
+
+def check_loaded(state: ScalingState) -> str:
+    """Fail loudly if the model did not take the profiles; return a one-line summary for the log."""
+    if not state.layers:
+        raise RuntimeError(
+            "vseam: head profiles are configured but the model built no vLLM LlamaAttention layer; "
+            "this model's language model is not supported"
+        )
+    if state.config.static:
+        missing = sorted(l for l, m in state.layers.items() if not getattr(m, "vseam_folded", False))
+        if missing:
+            raise RuntimeError(f"vseam: --fold: o_proj weights of layers {missing} were never loaded, nothing folded")
+        return f"vseam: folded profile '{state.config.names[0]}' into o_proj of {len(state.layers)} layers"
+    for layer, m in state.layers.items():
+        if m.vseam_token_rows.data_ptr() != state.token_rows.data_ptr():
+            raise RuntimeError(f"vseam: layer {layer} lost the shared token->profile buffer (moved after build?)")
+    return (
+        f"vseam: per-request head scaling on {len(state.layers)} layers, profiles "
+        f"{['none', *state.config.names]}, default '{state.config.default}'"
+    )

