@@ -105,6 +105,14 @@ def cmd_schema(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from head_profiles.compare import compare, load_head_sets, render_json, render_text
+
+    result = compare(load_head_sets(args.a), load_head_sets(args.b))
+    print(render_json(result) if args.json else render_text(result))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="inspect, validate and write head profiles")
     ps = p.add_subparsers(dest="profile_cmd", required=True)
@@ -132,6 +140,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--notes", default=None)
     f.add_argument("--out", required=True)
     f.set_defaults(func=cmd_from_heads)
+
+    c = ps.add_parser("compare", help="overlap of the positive and negative head sets of two profiles")
+    c.add_argument("a", help="profile file, or paper:<model>-<target> (e.g. paper:llava-color) for the paper's heads")
+    c.add_argument("b", help="profile file, or paper:<model>-<target>")
+    c.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    c.set_defaults(func=cmd_compare)
 
     j = ps.add_parser("schema", help="print (or --write) the JSON schema of the profile format")
     j.add_argument("--write", action="store_true", help="regenerate head_profiles/schema.json")
