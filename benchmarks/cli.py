@@ -35,7 +35,7 @@ def cmd_eval(args) -> int:
     cfg = EvalConfig(
         task=args.task, endpoint=endpoint, arms=arms, out_dir=out, reference=reference,
         concurrency=args.concurrency, retries=args.retries, timeout=args.timeout, max_tokens=args.max_tokens,
-        max_consecutive_failures=args.max_failures,
+        max_consecutive_failures=args.max_failures, constrain=args.constrain,
         folds=args.folds, fold_size=args.fold_size, seed=args.seed,
         progress=False if args.no_progress else None, check_server=not args.skip_check, refresh=args.refresh,
     )
@@ -99,6 +99,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         t.add_argument("--max-failures", type=int, default=20,
                        help="stop after this many failed requests in a row (default 20)")
         t.add_argument("--max-tokens", type=int, help="generation budget (default: the task's)")
+        t.add_argument("--constrain", action="store_true",
+                       help="binary tasks: let the server generate only the yes/no words (vLLM structured outputs "
+                            "'choice'); off by default, as in the paper")
         t.add_argument("--folds", type=int, default=1000, help="bootstrap folds (default 1000)")
         t.add_argument("--fold-size", type=int, default=100, help="items per bootstrap fold (default 100)")
         t.add_argument("--seed", type=int, default=0)

@@ -51,11 +51,17 @@ class Endpoint:
 
 @dataclasses.dataclass(frozen=True)
 class Sampling:
+    """Generation settings. `choices`: restrict the reply to one of these strings (vLLM structured outputs)."""
+
     max_tokens: int = 8
     temperature: float = 0.0
+    choices: tuple[str, ...] | None = None
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = {"max_tokens": self.max_tokens, "temperature": self.temperature}
+        if self.choices:
+            d["choices"] = list(self.choices)
+        return d
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,8 +118,10 @@ def request_kwargs(endpoint: Endpoint, family, req: Request, sampling: Sampling,
         extra["vllm_xargs"] = {"head_profile": req.profile}
     else:
         model = f"{endpoint.model}:{req.profile}"
-    return dict(model=model, messages=build_messages(family, req.prompt, image_url), n=1,
-                extra_body=extra, **sampling.as_dict())
+    if sampling.choices:
+        extra["structured_outputs"] = {"choice": list(sampling.choices)}
+    return dict(model=model, messages=build_messages(family, req.prompt, image_url), n=1, extra_body=extra,
+                max_tokens=sampling.max_tokens, temperature=sampling.temperature)
 
 
 def cache_key(endpoint: Endpoint, family, req: Request, sampling: Sampling) -> str:

@@ -40,6 +40,11 @@ def prompt(family, record) -> Prompt:
     return Prompt(family.short_answer_text(record.question), getattr(family, "short_answer_system", None))
 
 
+def choices(family) -> None:
+    """Open-ended: `--constrain` does not apply."""
+    return None
+
+
 def parse(reply: str | None) -> str | None:
     return normalize_short_answer(reply)
 

@@ -34,6 +34,11 @@ def prompt(family, record) -> Prompt:
     return Prompt(family.binary_text(record.question))
 
 
+def choices(family) -> tuple[str, ...]:
+    """The replies `--constrain` allows: the family's two answer words."""
+    return (family.yes_word, family.no_word)
+
+
 def parse(reply: str | None) -> str | None:
     return parse_yes_no(reply)
 

@@ -45,6 +45,7 @@ class EvalConfig:
     timeout: float = 120.0
     max_consecutive_failures: int = 20
     max_tokens: int | None = None
+    constrain: bool = False  # binary tasks: restrict replies to the yes/no words (vLLM structured outputs)
     folds: int = 1000
     fold_size: int = 100
     seed: int = 0
@@ -133,7 +134,10 @@ def evaluate(cfg: EvalConfig, records, family, data_info: dict | None = None) ->
         check_server(cfg.endpoint, [a.profile for a in cfg.arms])
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     cache = ResponseCache(cfg.out_dir / CACHE_FILE, read=not cfg.refresh)
-    sampling = Sampling(max_tokens=cfg.max_tokens or mod.MAX_TOKENS)
+    choices = mod.choices(family) if cfg.constrain else None
+    if cfg.constrain and not choices:
+        raise UserError(f"--constrain: {cfg.task} is open-ended; only binary tasks can restrict the reply")
+    sampling = Sampling(max_tokens=cfg.max_tokens or mod.MAX_TOKENS, choices=tuple(choices) if choices else None)
     requests = build_requests(mod, family, records, cfg.arms)
     outcomes = asyncio.run(ask_all(
         requests, cfg.endpoint, family, cache, sampling=sampling, concurrency=cfg.concurrency, retries=cfg.retries,

@@ -6,6 +6,7 @@ A task module defines:
 * ``select(records) -> (kept, excluded_counts)`` — which loaded records the task evaluates,
 * ``category(record) -> str`` — the group a record is reported (and bootstrapped) under,
 * ``prompt(family, record) -> Prompt`` — the Table-8 prompt for the model family,
+* ``choices(family) -> tuple[str, ...] | None`` — the only replies allowed under `--constrain` (None: open-ended),
 * ``parse(reply) -> str | None`` — the prediction, None when the reply is unparsed,
 * ``is_correct(record, prediction) -> bool``,
 * ``metrics(answers) -> dict`` — every figure of the task for one profile's answers,

@@ -391,3 +391,16 @@ def test_interrupted_eval_resumes_without_reasking(tmp_path):
     assert len(asked_again) == len(set(asked_again)) == 2 * UNIQUE - len(answered)
     assert rep["requests"]["from_cache"] == len(answered) and rep["requests"]["failed"] == 0
     assert rep["metrics"]["good"]["all"]["accuracy"] == 1.0 and rep["metrics"]["none"]["all"]["n"] == 24
+
+
+def test_constrained_replies(tmp_path):
+    with FakeOpenAI(truthful, profiles=["good"]) as fake:
+        evaluate(config(tmp_path, fake.url, ["good"], constrain=True), pope_records()[:2], LLAVA)
+        assert [r["structured_outputs"] for r in fake.requests] == [{"choice": ["Yes", "No"]}] * 2
+        cfg = config(tmp_path, fake.url, ["good"], constrain=True)
+        cfg.task = "cocoqa"
+        with pytest.raises(UserError, match="--constrain: cocoqa is open-ended"):
+            evaluate(cfg, pope_records()[:2], LLAVA)
+        evaluate(config(tmp_path, fake.url, ["good"]), pope_records()[:2], LLAVA)
+        assert len(fake.requests) == 4, "constrained and free replies are cached apart"
+        assert "structured_outputs" not in fake.requests[-1]
