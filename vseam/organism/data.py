@@ -1,0 +1,250 @@
+"""Training and validation batches for the model organism, built from the `shapes` world.
+
+A pool of rendered training scenes is generated once (seeded, cached on disk) and each scene is asked many
+questions over training: its generator question and every question the scene graph answers. Batches are laid out
+exactly as `HeadEngine.encode` lays them out (Table-8 yes/no prompt through the chat template, left padding,
+position ids from the attention mask), so the model is trained on what the server and the calibrator feed it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from calibrate.datasets import shapes
+from head_profiles import SUBTYPES
+from vseam.families import FAMILIES
+from vseam.toy_checkpoints import CLIP_MEAN, CLIP_STD
+
+FAMILY = FAMILIES["llava"]
+#: per-patch label vocabularies of the vision pre-training phase (index 0 = background)
+PATCH_SHAPES = ("background",) + shapes.SHAPES
+PATCH_COLORS = ("background",) + tuple(shapes.COLORS)
+PATCH_TEXTURES = ("background",) + shapes.TEXTURES
+#: a patch is labelled with the object covering most of it, if that object covers at least this many pixels
+PATCH_MIN_PIXELS = 12
+
+
+def patch_labels(scene: shapes.Scene, patch: int) -> np.ndarray:
+    """[3, P] int labels (shape, color, pattern) of each patch in row-major order (the ViT's patch order)."""
+    g = scene.size // patch
+    cover = np.zeros((len(scene.objects) + 1, g, g), np.int32)
+    cover[0] = PATCH_MIN_PIXELS - 1  # background wins unless an object covers enough of the patch
+    for k, o in enumerate(scene.objects):
+        cover[k + 1] = shapes.object_mask(o, scene.size).reshape(g, patch, g, patch).sum(axis=(1, 3))
+    owner = cover.argmax(0).ravel()
+    out = np.zeros((3, g * g), np.int64)
+    for k, o in enumerate(scene.objects):
+        sel = owner == k + 1
+        out[0, sel] = PATCH_SHAPES.index(o.shape)
+        out[1, sel] = PATCH_COLORS.index(o.color)
+        out[2, sel] = PATCH_TEXTURES.index(o.texture)
+    return out
+
+
+@dataclasses.dataclass
+class Pool:
+    """Rendered training scenes plus the questions that can be asked about them."""
+
+    images: np.ndarray  # [N, H, W, 3] uint8
+    labels: np.ndarray  # [N, 3, P] int64
+    questions: list[str]  # unique question texts
+    # generator questions: one per scene
+    primary_q: np.ndarray  # [N] index into questions
+    primary_yes: np.ndarray  # [N] bool
+    primary_subtype: np.ndarray  # [N] index into SUBTYPES
+    # every answerable question: flat arrays
+    extra_scene: np.ndarray
+    extra_q: np.ndarray
+    extra_yes: np.ndarray
+    extra_subtype: np.ndarray
+
+    def save(self, path: pathlib.Path) -> None:
+        arrays = {k: v for k, v in dataclasses.asdict(self).items() if isinstance(v, np.ndarray)}
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, questions=np.asarray(self.questions), **arrays)
+        tmp.replace(path)
+
+    @staticmethod
+    def load(path: pathlib.Path) -> "Pool":
+        with np.load(path) as z:
+            d = {k: z[k] for k in z.files}
+        d["questions"] = [str(q) for q in d["questions"]]
+        return Pool(**d)
+
+
+def build_pool(n: int, seed: int, cache_dir: pathlib.Path | None = None, progress: bool = True) -> Pool:
+    """Generate (or load from cache) `n` training scenes of split "train"."""
+    key = hashlib.sha256(f"{shapes.fingerprint()}-{n}-{seed}-{PATCH_MIN_PIXELS}".encode()).hexdigest()[:12]
+    cache_dir = pathlib.Path(cache_dir or shapes.default_images_dir().parent / "organism")
+    path = cache_dir / f"pool-{key}.npz"
+    if path.exists():
+        return Pool.load(path)
+    qindex: dict[str, int] = {}
+
+    def qi(text: str) -> int:
+        return qindex.setdefault(text, len(qindex))
+
+    images = np.zeros((n, shapes.SIZE, shapes.SIZE, 3), np.uint8)
+    labels = []
+    pq, py, ps = [], [], []
+    es, eq, ey, et = [], [], [], []
+    sub_ix = {s: i for i, s in enumerate(SUBTYPES)}
+    for i in tqdm(range(n), desc="training scenes", disable=not progress, mininterval=2):
+        scene, q = shapes.generate("train", i, seed)
+        images[i] = shapes.render(scene)
+        labels.append(patch_labels(scene, 8))
+        pq.append(qi(q.text))
+        py.append(q.answer == "yes")
+        ps.append(sub_ix[q.subtype])
+        for subtype, text, ans in shapes.all_questions(scene):
+            es.append(i)
+            eq.append(qi(text))
+            ey.append(ans == "yes")
+            et.append(sub_ix[subtype])
+    questions = [None] * len(qindex)
+    for t, k in qindex.items():
+        questions[k] = t
+    pool = Pool(
+        images=images,
+        labels=np.stack(labels),
+        questions=questions,
+        primary_q=np.asarray(pq, np.int32),
+        primary_yes=np.asarray(py, bool),
+        primary_subtype=np.asarray(ps, np.int8),
+        extra_scene=np.asarray(es, np.int32),
+        extra_q=np.asarray(eq, np.int32),
+        extra_yes=np.asarray(ey, bool),
+        extra_subtype=np.asarray(et, np.int8),
+    )
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    pool.save(path)
+    return pool
+
+
+class Sampler:
+    """Balanced batches: subtype uniform, answer uniform; a share from the generator's own questions."""
+
+    def __init__(self, pool: Pool, primary_share: float, seed: int):
+        self.pool = pool
+        self.primary_share = primary_share
+        self.rng = np.random.default_rng([seed, 4242])
+        self.primary = {}
+        self.extra = {}
+        for s in range(len(SUBTYPES)):
+            for yes in (False, True):
+                self.primary[s, yes] = np.where((pool.primary_subtype == s) & (pool.primary_yes == yes))[0]
+                self.extra[s, yes] = np.where((pool.extra_subtype == s) & (pool.extra_yes == yes))[0]
+
+    def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scene indices, question indices, yes flags)."""
+        scenes, qs, ys = [], [], []
+        p = self.pool
+        for _ in range(batch):
+            s = int(self.rng.integers(len(SUBTYPES)))
+            yes = bool(self.rng.integers(2))
+            if self.rng.random() < self.primary_share and len(self.primary[s, yes]):
+                i = int(self.rng.choice(self.primary[s, yes]))
+                scenes.append(i), qs.append(int(p.primary_q[i])), ys.append(yes)
+            else:
+                j = int(self.rng.choice(self.extra[s, yes]))
+                scenes.append(int(p.extra_scene[j])), qs.append(int(p.extra_q[j])), ys.append(yes)
+        return np.asarray(scenes), np.asarray(qs), np.asarray(ys)
+
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+
+class Encoder:
+    """Question text -> prompt token ids (the processor's own expansion of <image>), cached; batch assembly."""
+
+    def __init__(self, processor):
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.pad_id = int(self.tokenizer.pad_token_id)
+        self._ids: dict[str, list[int]] = {}
+        self._blank = np.zeros((shapes.SIZE, shapes.SIZE, 3), np.uint8)
+        ids = FAMILY.answer_token_ids(self.tokenizer, FAMILY.render_prompt(processor, FAMILY.binary_text("Is the")))
+        self.yes_id, self.no_id = ids["yes"], ids["no"]
+        self.mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+        self.std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+
+    def ids(self, question: str) -> list[int]:
+        if question not in self._ids:
+            from PIL import Image
+
+            prompt = FAMILY.render_prompt(self.processor, FAMILY.binary_text(question))
+            out = self.processor(images=[Image.fromarray(self._blank)], text=[prompt], return_tensors="np")
+            self._ids[question] = [int(t) for t in out["input_ids"][0]]
+        return self._ids[question]
+
+    def pixels(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 [B, H, W, 3] -> CLIP-normalised [B, 3, H, W] (equal to the image processor's output at 64 px)."""
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+        return (x - self.mean) / self.std
+
+    def batch(self, images: np.ndarray, questions: Sequence[str]) -> dict:
+        seqs = [self.ids(q) for q in questions]
+        width = max(len(s) for s in seqs)
+        input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            input_ids[r, width - len(s) :] = torch.tensor(s)
+            mask[r, width - len(s) :] = 1
+        return {
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
+            "pixel_values": self.pixels(images),
+        }
+
+
+@dataclasses.dataclass
+class EvalSet:
+    images: np.ndarray
+    questions: list[str]
+    yes: np.ndarray
+    subtypes: list[str]
+
+
+def eval_set(split: str, n: int, seed: int = 0) -> EvalSet:
+    """The first `n` generator questions of a split (in memory; no image files)."""
+    images, qs, ys, st = [], [], [], []
+    for i in range(n):
+        scene, q = shapes.generate(split, i, seed)
+        images.append(shapes.render(scene))
+        qs.append(q.text)
+        ys.append(q.answer == "yes")
+        st.append(q.subtype)
+    return EvalSet(np.stack(images), qs, np.asarray(ys), st)
+
+
+def summarize(correct: np.ndarray, subtypes: Sequence[str]) -> dict:
+    """Accuracy overall, per subtype and per semantic level."""
+    from head_profiles import SUBTYPE_LEVEL
+
+    subtypes = np.asarray(subtypes)
+    out = {"overall": float(correct.mean()), "n": int(len(correct)), "subtype": {}, "level": {}}
+    for s in SUBTYPES:
+        sel = subtypes == s
+        if sel.any():
+            out["subtype"][s] = float(correct[sel].mean())
+    for level in ("attribute", "object", "relation"):
+        sel = np.isin(subtypes, [s for s, lv in SUBTYPE_LEVEL.items() if lv == level])
+        if sel.any():
+            out["level"][level] = float(correct[sel].mean())
+    return out
+
+
+def json_dump(obj, path: pathlib.Path) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,274 @@
+"""Train the model organism: a tiny LLaVA-1.5 that answers yes/no questions about `shapes` scenes.
+
+    nice -n 10 .venv/bin/python -m vseam.organism.train [--work DIR] [--export vseam/organism/weights]
+
+Two phases (see `recipe.Recipe`):
+
+1. vision pre-training: the CLIP tower, read at LLaVA's feature layer (-2), learns per-patch shape / color /
+   pattern labels through a throw-away linear head — this is what gets the model off the answer prior quickly;
+2. question answering: the whole model learns the answer token of the Table-8 yes/no prompt (cross-entropy over
+   the vocabulary at the answer position), balanced over the 7 subtypes and yes/no.
+
+Validation uses the "val" split only (never "test", which the model card and the demo hold out); training stops at
+`target_val_acc` so the organism keeps room to improve. The run is seeded, checkpoints to `--work` every
+`eval_every` steps and resumes from there. The result is exported in the llava-hf layout (sharded safetensors with
+the hub's key names, processor, tokenizer, chat template) so HF, the calibrator and vLLM load it unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import shutil
+import sys
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vseam.organism import WEIGHTS_DIR
+from vseam.organism import data as D
+from vseam.organism.recipe import ORGANISM_SPEC, Recipe
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, work: pathlib.Path, progress: bool = True):
+        from vseam.toy_checkpoints import build
+
+        self.recipe, self.work, self.progress = recipe, work, progress
+        work.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(recipe.seed)
+        self.init_dir = work / "init"
+        self.model, self.processor = build("llava", self.init_dir, seed=recipe.seed, spec=ORGANISM_SPEC)
+        self.model.train()
+        self.enc = D.Encoder(self.processor)
+        self.pool = D.build_pool(recipe.train_scenes, recipe.seed, progress=progress)
+        self.val = D.eval_set("val", recipe.val_size, recipe.seed)
+        self.sampler = D.Sampler(self.pool, recipe.primary_share, recipe.seed)
+        vcfg = self.model.config.vision_config
+        self.patch_head = torch.nn.Linear(vcfg.hidden_size, len(D.PATCH_SHAPES) + len(D.PATCH_COLORS) + len(D.PATCH_TEXTURES))
+        self.state = {"phase": "vision", "step": 0, "best": None, "done": False}
+        self.log_path = work / "log.jsonl"
+        self._make_optimizers()
+        self._resume()
+
+    # ---- optimisers & checkpoints ----------------------------------------------------------------------------
+    def _make_optimizers(self) -> None:
+        r = self.recipe
+        vt = self.model.model.vision_tower
+        self.opt_vision = torch.optim.AdamW(
+            list(vt.parameters()) + list(self.patch_head.parameters()), lr=r.vision_lr, weight_decay=r.weight_decay
+        )
+        vt_ids = {id(p) for p in vt.parameters()}
+        rest = [p for p in self.model.parameters() if id(p) not in vt_ids]
+        self.opt_qa = torch.optim.AdamW(
+            [{"params": list(vt.parameters()), "lr": r.vision_tower_lr}, {"params": rest, "lr": r.lr}],
+            weight_decay=r.weight_decay,
+        )
+        for g in self.opt_qa.param_groups:
+            g["base_lr"] = g["lr"]
+
+    def _ckpt_path(self) -> pathlib.Path:
+        return self.work / "state.pt"
+
+    def save(self) -> None:
+        blob = {
+            "recipe": self.recipe.to_json(),
+            "state": self.state,
+            "model": self.model.state_dict(),
+            "patch_head": self.patch_head.state_dict(),
+            "opt_vision": self.opt_vision.state_dict(),
+            "opt_qa": self.opt_qa.state_dict(),
+            "sampler": self.sampler.state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        tmp = self._ckpt_path().with_suffix(".tmp")
+        torch.save(blob, tmp)
+        os.replace(tmp, self._ckpt_path())
+
+    def _resume(self) -> None:
+        path = self._ckpt_path()
+        if not path.exists():
+            return
+        blob = torch.load(path, weights_only=False)
+        if blob["recipe"] != self.recipe.to_json():
+            raise SystemExit(f"{path}: checkpoint was made with another recipe; use --fresh or another --work dir")
+        self.model.load_state_dict(blob["model"])
+        self.patch_head.load_state_dict(blob["patch_head"])
+        self.opt_vision.load_state_dict(blob["opt_vision"])
+        self.opt_qa.load_state_dict(blob["opt_qa"])
+        self.sampler.set_state(blob["sampler"])
+        torch.set_rng_state(blob["torch_rng"])
+        self.state = blob["state"]
+        print(f"resuming from {path}: phase {self.state['phase']}, step {self.state['step']}")
+
+    def log(self, **row) -> None:
+        with open(self.log_path, "a") as fh:
+            fh.write(json.dumps(row, sort_keys=True) + "\n")
+
+    # ---- phase 1 ---------------------------------------------------------------------------------------------
+    def vision_loss(self, idx: np.ndarray) -> tuple[torch.Tensor, float]:
+        pix = self.enc.pixels(self.pool.images[idx])
+        layer = self.model.config.vision_feature_layer
+        feats = self.model.model.vision_tower(pixel_values=pix, output_hidden_states=True).hidden_states[layer][:, 1:]
+        logits = self.patch_head(feats)
+        labels = torch.from_numpy(self.pool.labels[idx])  # [B, 3, P]
+        sizes = (len(D.PATCH_SHAPES), len(D.PATCH_COLORS), len(D.PATCH_TEXTURES))
+        loss, acc = 0.0, []
+        for k, part in enumerate(torch.split(logits, sizes, dim=-1)):
+            y = labels[:, k]
+            loss = loss + torch.nn.functional.cross_entropy(part.reshape(-1, part.shape[-1]), y.reshape(-1))
+            fg = y > 0
+            acc.append(float((part.argmax(-1)[fg] == y[fg]).float().mean()))
+        return loss, float(np.mean(acc))
+
+    def run_vision(self) -> None:
+        r = self.recipe
+        rng = np.random.default_rng([r.seed, 99, self.state["step"]])
+        bar = tqdm(total=r.vision_steps, initial=self.state["step"], desc="phase 1: vision", disable=not self.progress)
+        while self.state["step"] < r.vision_steps:
+            step = self.state["step"]
+            for g in self.opt_vision.param_groups:
+                g["lr"] = r.vision_lr * _lr_factor(step, r.vision_steps, 100)
+            idx = rng.integers(len(self.pool.images), size=r.vision_batch)
+            loss, acc = self.vision_loss(idx)
+            self.opt_vision.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.model.vision_tower.parameters(), r.clip_norm)
+            self.opt_vision.step()
+            self.state["step"] = step + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", fg_acc=f"{acc:.2f}")
+            if (step + 1) % 100 == 0:
+                self.log(phase="vision", step=step + 1, loss=loss.item(), fg_patch_acc=acc)
+            if (step + 1) % r.eval_every == 0:
+                self.save()
+        bar.close()
+        self.state.update(phase="qa", step=0)
+        self.save()
+
+    # ---- phase 2 ---------------------------------------------------------------------------------------------
+    def answer_logits(self, batch: dict) -> torch.Tensor:
+        out = self.model(**batch, use_cache=False, logits_to_keep=1)
+        return out.logits[:, -1, :]
+
+    @torch.no_grad()
+    def evaluate(self, ev: D.EvalSet, batch_size: int = 100) -> dict:
+        self.model.eval()
+        p_yes = []
+        for i in range(0, len(ev.questions), batch_size):
+            b = self.enc.batch(ev.images[i : i + batch_size], ev.questions[i : i + batch_size])
+            lp = torch.log_softmax(self.answer_logits(b).float(), -1)
+            p_yes.append((lp[:, self.enc.yes_id] > lp[:, self.enc.no_id]).numpy())
+        self.model.train()
+        pred = np.concatenate(p_yes)
+        return D.summarize(pred == ev.yes, ev.subtypes)
+
+    def run_qa(self) -> None:
+        r = self.recipe
+        bar = tqdm(total=r.qa_steps, initial=self.state["step"], desc="phase 2: questions", disable=not self.progress)
+        ema_loss, ema_acc, t0 = None, None, time.time()
+        while self.state["step"] < r.qa_steps and not self.state["done"]:
+            step = self.state["step"]
+            f = _lr_factor(step, r.qa_steps, r.warmup)
+            for g in self.opt_qa.param_groups:
+                g["lr"] = g["base_lr"] * f
+            scenes, qs, ys = self.sampler.sample(r.batch)
+            b = self.enc.batch(self.pool.images[scenes], [self.pool.questions[q] for q in qs])
+            target = torch.where(torch.from_numpy(ys), self.enc.yes_id, self.enc.no_id)
+            logits = self.answer_logits(b)
+            loss = torch.nn.functional.cross_entropy(logits.float(), target)
+            self.opt_qa.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.clip_norm)
+            self.opt_qa.step()
+            with torch.no_grad():
+                acc = float(((logits[:, self.enc.yes_id] > logits[:, self.enc.no_id]) == torch.from_numpy(ys)).float().mean())
+            ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
+            ema_acc = acc if ema_acc is None else 0.98 * ema_acc + 0.02 * acc
+            self.state["step"] = step + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{ema_loss:.3f}", acc=f"{ema_acc:.2f}")
+            if (step + 1) % 100 == 0:
+                self.log(phase="qa", step=step + 1, loss=ema_loss, train_acc=ema_acc, sec=round(time.time() - t0, 1))
+            if (step + 1) % r.eval_every == 0 or step + 1 == r.qa_steps:
+                res = self.evaluate(self.val)
+                self.log(phase="qa-val", step=step + 1, **res)
+                msg = " ".join(f"{k}={v:.2f}" for k, v in res["subtype"].items())
+                tqdm.write(f"[val step {step + 1}] overall={res['overall']:.3f} {msg}")
+                if self.state["best"] is None or res["overall"] > self.state["best"]["overall"]:
+                    self.state["best"] = {"step": step + 1, **res}
+                    torch.save(self.model.state_dict(), self.work / "best.pt")
+                if res["overall"] >= r.target_val_acc:
+                    self.state["done"] = True
+                self.save()
+        bar.close()
+
+    def run(self) -> None:
+        if self.state["phase"] == "vision":
+            self.run_vision()
+        self.run_qa()
+
+
+def export(trainer: Trainer, out: pathlib.Path) -> dict:
+    """Write the selected weights in the llava-hf layout to `out` (plus training metadata)."""
+    from vseam.toy_checkpoints import llava_hub_key, write_sharded
+
+    best = trainer.work / "best.pt"
+    state = torch.load(best) if best.exists() else trainer.model.state_dict()
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("model-*.safetensors"):
+        old.unlink()
+    for f in trainer.init_dir.iterdir():
+        if f.suffix == ".safetensors" or f.name == "model.safetensors.index.json":
+            continue
+        shutil.copy(f, out / f.name)
+    write_sharded({llava_hub_key(k): v.detach().clone() for k, v in state.items()}, out)
+    meta = {
+        "recipe": trainer.recipe.to_json(),
+        "spec": dataclasses.asdict(ORGANISM_SPEC),
+        "selected": trainer.state["best"],
+        "world": D.shapes.world_description(),
+        "world_fingerprint": D.shapes.fingerprint(),
+        "torch": torch.__version__,
+    }
+    D.json_dump(meta, out / "training.json")
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vseam.organism.train", description=__doc__.split("\n")[0])
+    p.add_argument("--work", default=str(D.shapes.default_images_dir().parent / "organism" / "run"), help="checkpoints, logs (resumable)")
+    p.add_argument("--export", default=str(WEIGHTS_DIR), help="where the final checkpoint is written")
+    p.add_argument("--fresh", action="store_true", help="discard an existing checkpoint in --work")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest when other jobs share the 2 cores)")
+    p.add_argument("--no-progress", action="store_true")
+    for f in dataclasses.fields(Recipe):
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None)
+    args = p.parse_args(argv)
+    recipe = Recipe(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe) if getattr(args, f.name) is not None})
+    torch.set_num_threads(args.threads)
+    work = pathlib.Path(args.work)
+    if args.fresh and work.exists():
+        shutil.rmtree(work)
+    trainer = Trainer(recipe, work, progress=not args.no_progress)
+    trainer.run()
+    meta = export(trainer, pathlib.Path(args.export))
+    print(f"exported to {args.export}: selected step {meta['selected'] and meta['selected']['step']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
