@@ -59,6 +59,12 @@ class EvalConfig:
             raise UserError(f"--profile: each profile may be evaluated once, got {labels}")
         if self.reference is not None and self.reference not in labels:
             raise UserError(f"--reference {self.reference}: not among the evaluated {labels}")
+        for flag, value, least in (("--concurrency", self.concurrency, 1), ("--retries", self.retries, 0),
+                                   ("--folds", self.folds, 2), ("--fold-size", self.fold_size, 1),
+                                   ("--max-failures", self.max_consecutive_failures, 1),
+                                   ("--max-tokens", self.max_tokens or 1, 1), ("--timeout", self.timeout, 1e-9)):
+            if value < least:
+                raise UserError(f"{flag} must be at least {least:g}, got {value}")
 
 
 def task_module(name: str):
