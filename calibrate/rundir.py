@@ -1,0 +1,187 @@
+"""Resumable run directories: long calibration jobs record each finished item once and skip it on a re-run.
+
+A `RunDir` is a directory with a `config.json` (the options that determine the results; a re-run with different
+options is refused with a message naming the field, so stale results are never mixed with new ones) and any number
+of `DoneLog`s: append-only JSONL files with one row per finished item, keyed by a field (default "id").
+
+Crash safety: every row is appended as one line and fsynced; a line cut short by a kill is ignored on reading and
+cut off before the next append. Files an item produces (images, arrays) should be written with `atomic_write*` (tmp
+file + rename) *before* its row is appended, so a row always points at complete files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import tempfile
+from typing import Any, Iterator
+
+from vseam.errors import UserError
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with _ignore_missing():
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_save_image(path: str | os.PathLike, image) -> None:
+    """Save a PIL image (format from the suffix) atomically."""
+    import io
+
+    path = pathlib.Path(path)
+    buf = io.BytesIO()
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), "PNG")
+    image.save(buf, format=fmt)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+class _ignore_missing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        return exc_type is not None and issubclass(exc_type, FileNotFoundError)
+
+
+class DoneLog:
+    """Append-only JSONL of finished items, one JSON object per line, keyed by `row[key]`.
+
+    The first row for a key wins (a key is never re-done once logged). Rows keep their append order.
+    """
+
+    def __init__(self, path: str | os.PathLike, key: str = "id"):
+        self.path = pathlib.Path(path)
+        self.key = key
+        self._rows: dict[str, dict] = {}
+        self._valid_bytes = 0
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        pos = 0
+        for line in data.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break  # cut short by a kill: ignored, and cut off before the next append
+            pos += len(line)
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{self.path}: line is not JSON ({e.msg}); remove or fix it to resume") from None
+            if not isinstance(row, dict) or self.key not in row:
+                raise UserError(f"{self.path}: a row has no {self.key!r} field; remove or fix it to resume")
+            self._rows.setdefault(str(row[self.key]), row)
+        self._valid_bytes = pos
+
+    def __contains__(self, key: object) -> bool:
+        return str(key) in self._rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self._rows.values())
+
+    def get(self, key: object) -> dict | None:
+        return self._rows.get(str(key))
+
+    def keys(self) -> list[str]:
+        return list(self._rows)
+
+    def rows(self) -> list[dict]:
+        return list(self._rows.values())
+
+    def append(self, row: dict) -> None:
+        """Record one finished item (durably). Appending a key that is already logged is an error."""
+        if self.key not in row:
+            raise ValueError(f"row has no {self.key!r} field: {row}")
+        k = str(row[self.key])
+        if k in self._rows:
+            raise ValueError(f"{self.path}: {self.key}={k!r} is already logged")
+        line = (json.dumps(row, sort_keys=True) + "\n").encode()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "r+b" if self.path.exists() else "wb") as fh:
+            fh.truncate(self._valid_bytes)
+            fh.seek(self._valid_bytes)
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._valid_bytes += len(line)
+        self._rows[k] = row
+
+
+class RunDir:
+    """A run directory with a fixed configuration and resumable logs.
+
+    config: the options that determine the results (JSON-serialisable). On a fresh directory it is written to
+            config.json; on an existing one it must match what is there (extra/missing keys count as different),
+            unless `restart=True`, which deletes the old logs and starts over.
+    """
+
+    CONFIG = "config.json"
+
+    def __init__(self, path: str | os.PathLike, config: dict | None = None, *, restart: bool = False):
+        self.root = pathlib.Path(path)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config = dict(config or {})
+        cfg_path = self.root / self.CONFIG
+        if restart:
+            for p in self.root.glob("*.jsonl"):
+                p.unlink()
+        if cfg_path.exists() and not restart:
+            try:
+                old = json.loads(cfg_path.read_text())
+            except json.JSONDecodeError as e:
+                raise UserError(f"{cfg_path}: not valid JSON ({e.msg})") from None
+            new = json.loads(json.dumps(self.config, sort_keys=True))  # same normalisation as on disk
+            for field in sorted(set(old) | set(new)):
+                if old.get(field) != new.get(field):
+                    raise UserError(
+                        f"{self.root}: existing run was made with {field}={old.get(field)!r}, this one has "
+                        f"{field}={new.get(field)!r}; use another output directory or --restart"
+                    )
+        else:
+            atomic_write_json(cfg_path, self.config)
+        self._logs: dict[str, DoneLog] = {}
+
+    def path(self, *parts: str) -> pathlib.Path:
+        return self.root.joinpath(*parts)
+
+    def log(self, name: str, key: str = "id") -> DoneLog:
+        """The done-log `<name>.jsonl` (one object per name, shared by callers)."""
+        if name not in self._logs:
+            self._logs[name] = DoneLog(self.root / f"{name}.jsonl", key=key)
+        return self._logs[name]
+
+
+__all__ = [
+    "DoneLog",
+    "RunDir",
+    "atomic_save_image",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+]
