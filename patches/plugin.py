@@ -2,8 +2,9 @@
 
 vLLM calls `register()` in every process it starts (API server, engine core, workers). It is idempotent and a
 no-op unless `vseam serve` put a head-profile config into the environment (`patches.config.ENV_VAR`); then it
-checks the vLLM version the patch was written for and installs the head scaling (`patches.head_scaling`) and
-the token -> profile mapping (`patches.token_profiles`).
+checks the vLLM version the patch was written for and installs the head scaling (`patches.head_scaling`), the
+token -> profile mapping (`patches.token_profiles`) and guards for vLLM bugs a vseam server hits
+(`patches.vllm_fixes`).
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ def register() -> None:
         return
     check_vllm_version()
 
-    from patches import head_scaling, token_profiles
+    from patches import head_scaling, token_profiles, vllm_fixes
 
+    vllm_fixes.install()
     head_scaling.install(config)
     token_profiles.install_runner_hooks()
     log.info("vseam: head profiles %s installed (%s mode)", config.names, config.mode)
