@@ -63,9 +63,20 @@ class _ignore_missing:
         return exc_type is not None and issubclass(exc_type, FileNotFoundError)
 
 
+def _key_of(row: dict, key: str):
+    """row[key], where a dotted key ("record.qid") looks into nested objects; KeyError when absent."""
+    value = row
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise KeyError(key)
+        value = value[part]
+    return value
+
+
 class DoneLog:
     """Append-only JSONL of finished items, one JSON object per line, keyed by `row[key]`.
 
+    `key` may be dotted ("record.qid") so that rows can be plain serialised records (e.g. `EditedPair.to_json()`).
     The first row for a key wins (a key is never re-done once logged). Rows keep their append order.
     """
 
@@ -91,9 +102,11 @@ class DoneLog:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise UserError(f"{self.path}: line is not JSON ({e.msg}); remove or fix it to resume") from None
-            if not isinstance(row, dict) or self.key not in row:
-                raise UserError(f"{self.path}: a row has no {self.key!r} field; remove or fix it to resume")
-            self._rows.setdefault(str(row[self.key]), row)
+            try:
+                k = _key_of(row, self.key)
+            except KeyError:
+                raise UserError(f"{self.path}: a row has no {self.key!r} field; remove or fix it to resume") from None
+            self._rows.setdefault(str(k), row)
         self._valid_bytes = pos
 
     def __contains__(self, key: object) -> bool:
@@ -116,9 +129,10 @@ class DoneLog:
 
     def append(self, row: dict) -> None:
         """Record one finished item (durably). Appending a key that is already logged is an error."""
-        if self.key not in row:
-            raise ValueError(f"row has no {self.key!r} field: {row}")
-        k = str(row[self.key])
+        try:
+            k = str(_key_of(row, self.key))
+        except KeyError:
+            raise ValueError(f"row has no {self.key!r} field: {row}") from None
         if k in self._rows:
             raise ValueError(f"{self.path}: {self.key}={k!r} is already logged")
         line = (json.dumps(row, sort_keys=True) + "\n").encode()

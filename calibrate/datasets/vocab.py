@@ -24,6 +24,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "gold": (212, 175, 55),
     "tan": (210, 180, 140),
     "beige": (225, 210, 175),
+    "cream": (245, 235, 200),
     "khaki": (195, 176, 145),
     "brown": (120, 70, 30),
     "green": (40, 160, 50),
@@ -132,6 +133,12 @@ ACTION_SUBSTITUTES: dict[str, str] = {
     "jumping on": "sitting on",
     "jumping in": "sitting in",
     "staring at": "walking away from",
+    "covered by": "next to",
+    "covered with": "next to",
+    "covering": "next to",
+    "leaning over": "standing next to",
+    "jumping over": "standing next to",
+    "with": "without",
 }
 
 
