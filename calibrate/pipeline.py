@@ -3,13 +3,14 @@
 A run lives in one directory (`--out`) and can be killed and resumed at any point; the profiles it writes depend
 only on the per-triple results recorded there, so a resumed run writes byte-identical profiles:
 
-    run.json                      configuration and creation time (the profiles' `created` is pinned to it)
+    config.json                   the options that determine the results (`calibrate.rundir.RunDir`)
+    run.json                      creation time (the profiles' `created` is pinned to it)
     stage1/                       stage 1's own resumable outputs (edited images, manifest, triple cache)
     triples.jsonl                 the Eq-4 triples stage 2 works on (after `--fraction`)
-    attribution/<method>.jsonl    per attributed input: prediction, P(y), Δp for every head (append-only)
-    attribution/candidates.json   AtP screen: the heads re-scored exactly (`--refine N`)
-    attribution/refine.jsonl      per input: exact Δp of the candidates
-    patching/results.jsonl        per patched triple: Δlogit [module, layer, row] and the logit lens
+    attribution-<method>.jsonl    per attributed input: prediction, P(y), Δp for every head (append-only)
+    candidates.json               AtP screen: the heads re-scored exactly (`--refine N`)
+    attribution-refine.jsonl      per input: exact Δp of the candidates
+    patching.jsonl                per patched triple: Δlogit [module, layer, row] and the logit lens
     patching/<group>.npz|png      Eq 3 arrays and heatmaps; logit_lens.tsv, lens_<n>.png
     profiles/<prefix>-<level>.json  one profile per semantic level (attribute, object, relation) and `all`
     report.md, report.json        counts, chosen heads, head/bbox attention overlap (Table 14), timings
@@ -23,7 +24,6 @@ import argparse
 import dataclasses
 import datetime as _dt
 import json
-import os
 import pathlib
 import time
 from typing import Any, Callable, Iterable, Sequence
@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from calibrate.records import Triple, read_jsonl
+from calibrate.rundir import DoneLog, RunDir, atomic_write_json
 from head_profiles import LEVELS, SUBTYPE_LEVEL, Fingerprint, HeadProfile, Provenance
 from vseam.errors import UserError
 
@@ -39,93 +40,44 @@ AUTO_EXACT_MAX_HEADS = 256
 ROLES = ("clean", "edited")
 
 
-# ---- append-only JSONL ------------------------------------------------------------------------------------------
-
-
-class JsonlLog:
-    """An append-only JSONL file of finished items keyed by `key`; a torn last line (killed run) is dropped."""
-
-    def __init__(self, path: str | pathlib.Path, key: str = "key"):
-        self.path = pathlib.Path(path)
-        self.key = key
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._items: dict[str, dict] = {}
-        if self.path.exists():
-            data = self.path.read_bytes()
-            end = data.rfind(b"\n") + 1
-            if end < len(data):  # drop an incomplete last line so appends start on a fresh line
-                with open(self.path, "r+b") as fh:
-                    fh.truncate(end)
-                data = data[:end]
-            for line in data.decode().splitlines():
-                if line.strip():
-                    item = json.loads(line)
-                    self._items[item[key]] = item
-
-    def __contains__(self, k: str) -> bool:
-        return k in self._items
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(self, k: str) -> dict | None:
-        return self._items.get(k)
-
-    def append(self, items: Iterable[dict]) -> None:
-        new = [it for it in items if it[self.key] not in self._items]
-        if not new:
-            return
-        text = "".join(json.dumps(it, sort_keys=True) + "\n" for it in new)
-        with open(self.path, "a") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        for it in new:
-            self._items[it[self.key]] = it
-
-
 # ---- run directory ----------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
 class Run:
-    path: pathlib.Path
-    meta: dict
+    """The calibration run directory: a `calibrate.rundir.RunDir` (config.json, append-only logs) + creation time."""
+
+    rundir: RunDir
+    created: str
 
     @property
-    def created(self) -> str:
-        return self.meta["created"]
+    def path(self) -> pathlib.Path:
+        return self.rundir.root
 
     def sub(self, *parts: str) -> pathlib.Path:
-        p = self.path.joinpath(*parts)
+        p = self.rundir.path(*parts)
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
+    def log(self, name: str) -> DoneLog:
+        return self.rundir.log(name, key="key")
 
-def open_run(path: str | pathlib.Path, config: dict) -> Run:
-    """Create the run dir or resume it; refuses to resume with a different stage-2 configuration."""
-    path = pathlib.Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    meta_path = path / "run.json"
-    if meta_path.exists():
+
+def open_run(path: str | pathlib.Path, config: dict, restart: bool = False) -> Run:
+    """Create the run dir or resume it (a different configuration is refused, naming the field; `restart` clears
+    the logs). The creation time is recorded once in run.json: profiles carry it, so a resumed run's are identical."""
+    rundir = RunDir(path, config, restart=restart)
+    meta_path = rundir.path("run.json")
+    meta = None
+    if meta_path.exists() and not restart:
         try:
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as e:
-            raise UserError(f"{meta_path}: not valid JSON ({e.msg}); remove the run dir or pick another --out") from None
-        old = meta.get("config", {})
-        diffs = [f"{k}: run has {old.get(k)!r}, now {config.get(k)!r}" for k in config if old.get(k) != config.get(k)]
-        if diffs:
-            raise UserError(
-                f"{path}: this run dir was made with a different configuration ({'; '.join(diffs)}); "
-                "resume with the same options or choose a new --out"
-            )
-        return Run(path, meta)
-    created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    meta = {"created": created, "config": config}
-    tmp = meta_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    tmp.replace(meta_path)
-    return Run(path, meta)
+            raise UserError(f"{meta_path}: not valid JSON ({e.msg}); remove it or use --restart") from None
+    if not meta or "created" not in meta:
+        meta = {"created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()}
+        atomic_write_json(meta_path, meta)
+    return Run(rundir, meta["created"])
 
 
 # ---- triples ----------------------------------------------------------------------------------------------------
@@ -237,7 +189,7 @@ def _progress(total: int, desc: str):
 
 
 def attribute_all(
-    attributor, triples: Sequence[Triple], log: JsonlLog, method: str, batch: int, desc: str,
+    attributor, triples: Sequence[Triple], log: DoneLog, method: str, batch: int, desc: str,
     heads: Sequence[tuple[int, int]] | None = None,
 ) -> None:
     """Score every input of every triple with `method` (heads: exact re-scoring of candidates only)."""
@@ -268,12 +220,14 @@ def attribute_all(
             else:
                 item["heads"] = [[l, h, float(delta[i, l, h])] for l, h in heads]
             items.append(item)
-        log.append(items)
+        for item in items:  # a chunk cut short by a kill is recomputed whole (same batch), only new rows are logged
+            if item["key"] not in log:
+                log.append(item)
         bar.update(len(chunk))
     bar.close()
 
 
-def _deltas(triples: Sequence[Triple], logs: Sequence[JsonlLog], shape) -> dict[str, tuple[bool, np.ndarray]]:
+def _deltas(triples: Sequence[Triple], logs: Sequence[DoneLog], shape) -> dict[str, tuple[bool, np.ndarray]]:
     """key -> (correct, Δp [L, H]) with refined entries (if a refine log is given) replacing screen values."""
     screen = logs[0]
     refine = logs[1] if len(logs) > 1 else None
@@ -365,7 +319,7 @@ def run_patching(patcher, triples: Sequence[Triple], run: Run, limit: int, per_s
     chosen = list(triples)[:limit]
     if not chosen:
         return {}
-    log = JsonlLog(run.sub("patching", "results.jsonl"))
+    log = run.log("patching")
     bar = _progress(len(chosen), "activation patching")
     for t in chosen:
         key = triple_key(t)
@@ -373,7 +327,7 @@ def run_patching(patcher, triples: Sequence[Triple], run: Run, limit: int, per_s
             clean = _load_image(t.pair.clean_image, f"triple {key} (clean)")
             edited = _load_image(t.pair.edited_image, f"triple {key} (edited)")
             res = patcher.patch(clean, edited, t.record.question, t.record.answer)
-            log.append([{"key": key, "subtype": t.record.subtype, **res.to_json()}])
+            log.append({"key": key, "subtype": t.record.subtype, **res.to_json()})
         bar.update(1)
     bar.close()
     results = [(triple_key(t), PatchResult.from_json(log.get(triple_key(t)))) for t in chosen]
@@ -428,6 +382,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--no-eq4-filter", action="store_true",
         help="debugging: keep every edited pair as a triple, even when the edit does not flip the model",
     )
+    p.add_argument("--restart", action="store_true", help="discard the run dir's recorded results and start over")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
 
@@ -481,7 +436,7 @@ def cmd_calibrate(args) -> int:
     config = {k: getattr(cfg, k) for k in STAGE2_KEYS}
     config.update(dataset=args.dataset, model=str(model_ref), triples=args.triples, limit=args.limit,
                   no_eq4_filter=bool(args.no_eq4_filter))
-    run = open_run(out, config)
+    run = open_run(out, config, restart=args.restart)
 
     def say(msg: str) -> None:
         print(msg, flush=True)
@@ -525,22 +480,22 @@ def cmd_calibrate(args) -> int:
     attributor = HeadAttributor(engine)
     shape = (attributor.L, attributor.H)
     method = cfg.resolved_method(attributor.L * attributor.H)
-    screen = JsonlLog(run.sub("attribution", f"{method}.jsonl"))
+    screen = run.log(f"attribution-{method}")
     attribute_all(attributor, triples, screen, method, cfg.batch, f"head attribution ({method})")
     logs = [screen]
     allowed = None
     method_label = {"exact": "mean-ablation exact", "naive": "mean-ablation naive", "atp": "mean-ablation atp"}[method]
     if method == "atp" and cfg.refine_n() > 0:
         screen_scores = group_scores(triples, _deltas(triples, [screen], shape), shape, cfg.per_subtype)
-        cand_path = run.sub("attribution", "candidates.json")
+        cand_path = run.sub("candidates.json")
         candidates = candidates_from_screen(screen_scores, cfg.refine_n())
         if cand_path.exists():
             stored = [tuple(x) for x in json.loads(cand_path.read_text())["heads"]]
             if stored != candidates:
                 raise UserError(f"{cand_path}: candidates differ from the recorded screen; the run dir is inconsistent")
         else:
-            cand_path.write_text(json.dumps({"refine": cfg.refine_n(), "heads": [list(c) for c in candidates]}) + "\n")
-        refine = JsonlLog(run.sub("attribution", "refine.jsonl"))
+            atomic_write_json(cand_path, {"refine": cfg.refine_n(), "heads": [list(c) for c in candidates]})
+        refine = run.log("attribution-refine")
         attribute_all(attributor, triples, refine, "exact", cfg.batch, f"exact refine of {len(candidates)} heads",
                       heads=candidates)
         logs.append(refine)

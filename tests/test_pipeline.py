@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from calibrate.pipeline import JsonlLog, Stage2Config, main, open_run, subsample, write_profiles
+from calibrate.pipeline import Stage2Config, main, open_run, subsample, write_profiles
 from calibrate.profiles import HeadScores
 from calibrate.records import Box, EditedPair, Triple, VQARecord, read_jsonl, write_jsonl
 from conftest import random_image
@@ -68,6 +68,7 @@ def test_planted_heads_end_to_end(planted_dir, triples_file, tmp_path, capsys):
         assert prof.k == 3 and len(prof.positive) <= 3 and len(prof.negative) <= 3
         assert prof.provenance.method == "mean-ablation exact" and "D_incorrect" in prof.provenance.notes
         assert prof.provenance.created == json.loads((out / "run.json").read_text())["created"]
+        assert json.loads((out / "config.json").read_text())["k"] == 3
     allp = load_profile(out / "profiles" / "gqa-all.json")
     assert (allp.provenance.n_correct, allp.provenance.n_incorrect) == (12, 12)
     assert allp.scope.subtypes == sorted(SUBTYPES)
@@ -97,7 +98,7 @@ def test_atp_screen_with_exact_refine(planted_dir, triples_file, tmp_path):
     argv = calibrate_argv(planted_dir, triples_file, out, "--method", "atp", "--refine", "2", "--patching", "0",
                           "-k", "2", "--per-subtype")
     assert main(argv) == 0
-    cands = [tuple(h) for h in json.loads((out / "attribution" / "candidates.json").read_text())["heads"]]
+    cands = [tuple(h) for h in json.loads((out / "candidates.json").read_text())["heads"]]
     assert POSITIVE in cands and DISTRACTOR in cands
     prof = load_profile(out / "profiles" / "gqa-all.json")
     assert prof.positive[0].key == POSITIVE and prof.negative[0].key == DISTRACTOR
@@ -116,12 +117,13 @@ def test_killed_run_resumes_to_byte_identical_profiles(planted_dir, triples_file
     assert main(calibrate_argv(planted_dir, triples_file, ref, "--patching", "0", "--batch", "1")) == 0
     killed.mkdir()
     shutil.copy(ref / "run.json", killed / "run.json")  # same creation time, as for a resumed run
+    shutil.copy(ref / "config.json", killed / "config.json")
 
     argv = [sys.executable, "-m", "calibrate.pipeline",
             *calibrate_argv(planted_dir, triples_file, killed, "--patching", "0", "--batch", "1")]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = killed / "attribution" / "exact.jsonl"
+    log = killed / "attribution-exact.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if log.exists() and log.read_text().count("\n") >= 2:
@@ -151,9 +153,12 @@ def test_resume_refuses_other_options_and_empty_inputs(planted_dir, triples_file
     assert load_profile(out / "profiles" / "gqa-all.json").provenance.fraction == 0.5
 
     capsys.readouterr()
-    assert main(calibrate_argv(planted_dir, triples_file, out, "--patching", "0", "-k", "4")) == 1
+    assert main(calibrate_argv(planted_dir, triples_file, out, "--patching", "0", "--fraction", "0.5", "-k", "4")) == 1
     err = capsys.readouterr().err
-    assert "different configuration" in err and "k: run has 10, now 4" in err
+    assert "existing run was made with k=10, this one has k=4" in err
+    assert main(calibrate_argv(planted_dir, triples_file, out, "--patching", "0", "-k", "4", "--restart")) == 0
+    assert len(read_jsonl(out / "triples.jsonl", Triple)) == 12  # --restart: the new options, all triples
+    assert load_profile(out / "profiles" / "gqa-all.json").k == 4
 
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
@@ -188,16 +193,3 @@ def test_instructblip_directory_runs(tiny_instructblip_dir, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["overlap"]["available"] is False and "spatial layout" in report["overlap"]["reason"]
     assert (out / "profiles" / "gqa-all.json").exists()
-
-
-def test_jsonl_log_drops_a_torn_tail(tmp_path):
-    path = tmp_path / "log.jsonl"
-    log = JsonlLog(path)
-    log.append([{"key": "a", "v": 1}, {"key": "b", "v": 2}])
-    log.append([{"key": "a", "v": 9}])  # already done: not rewritten
-    with open(path, "a") as fh:
-        fh.write('{"key": "c", "v"')
-    again = JsonlLog(path)
-    assert len(again) == 2 and again.get("a")["v"] == 1 and "c" not in again
-    again.append([{"key": "c", "v": 3}])
-    assert [json.loads(l)["key"] for l in path.read_text().splitlines()] == ["a", "b", "c"]
