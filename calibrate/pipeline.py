@@ -374,6 +374,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refine", type=int, help="atp: re-score the top N heads per set and group exactly (default 3K; 0 = off)")
     p.add_argument("--k", "-k", type=int, default=10, help="top-K positive and negative heads per profile")
     p.add_argument("--batch", type=int, default=4, help="triples per attribution batch")
+    p.add_argument("--max-rows", type=int, default=32,
+                   help="rows (input x ablated head, or patched position) per replay batch; lower it to save memory")
     p.add_argument("--patching", type=int, default=16, help="activation-patch this many triples (0 = skip)")
     p.add_argument("--name-prefix", help="profile names are <prefix>-<level>; default: the dataset name")
     p.add_argument("--per-subtype", action="store_true", help="also write one profile per subtype (Table 13)")
@@ -471,13 +473,13 @@ def cmd_calibrate(args) -> int:
     t0 = time.time()
     patch_summaries = {}
     if cfg.patching:
-        patcher = ActivationPatcher(engine)
+        patcher = ActivationPatcher(engine, max_rows=args.max_rows)
         patch_summaries = run_patching(patcher, triples, run, cfg.patching, cfg.per_subtype)
     timings["patching_s"] = time.time() - t0
 
     # ---- stage 2: attribution ----
     t0 = time.time()
-    attributor = HeadAttributor(engine)
+    attributor = HeadAttributor(engine, max_rows=args.max_rows)
     shape = (attributor.L, attributor.H)
     method = cfg.resolved_method(attributor.L * attributor.H)
     screen = run.log(f"attribution-{method}")
