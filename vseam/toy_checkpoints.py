@@ -136,6 +136,7 @@ class ToySpec:
     text_heads: int = 4
     text_kv_heads: int = 4
     text_intermediate: int = 256
+    text_head_dim: int = 0  # 0: text_hidden // text_heads (set it to decouple head count from width)
     tokenizer_vocab: int = 1024
     qformer_hidden: int = 64
     qformer_layers: int = 2
@@ -163,7 +164,7 @@ def _llama_config(spec: ToySpec, vocab: int, pad_id: int | None):
         num_hidden_layers=spec.text_layers,
         num_attention_heads=spec.text_heads,
         num_key_value_heads=spec.text_kv_heads,
-        head_dim=spec.text_hidden // spec.text_heads,
+        head_dim=spec.text_head_dim or spec.text_hidden // spec.text_heads,
         max_position_embeddings=4096,
         rms_norm_eps=1e-5,
         pad_token_id=pad_id,

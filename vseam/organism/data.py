@@ -32,20 +32,34 @@ PATCH_TEXTURES = ("background",) + shapes.TEXTURES
 PATCH_MIN_PIXELS = 12
 
 
+def contact_pixels(scene: shapes.Scene) -> np.ndarray:
+    """H×W bool: pixels of an object that are 8-neighbours of another object's pixels (where shapes touch)."""
+    masks = [shapes.object_mask(o, scene.size) for o in scene.objects]
+    out = np.zeros((scene.size, scene.size), bool)
+    for i, m in enumerate(masks):
+        grown = shapes._dilate(m, 1)
+        for j, other in enumerate(masks):
+            if i != j:
+                out |= grown & other
+    return out
+
+
 def patch_labels(scene: shapes.Scene, patch: int) -> np.ndarray:
-    """[3, P] int labels (shape, color, pattern) of each patch in row-major order (the ViT's patch order)."""
+    """[4, P] int labels of each patch in row-major order (the ViT's patch order): shape, color, pattern of the
+    object covering most of the patch (0 = background), and 1 where two objects touch inside the patch."""
     g = scene.size // patch
     cover = np.zeros((len(scene.objects) + 1, g, g), np.int32)
     cover[0] = PATCH_MIN_PIXELS - 1  # background wins unless an object covers enough of the patch
     for k, o in enumerate(scene.objects):
         cover[k + 1] = shapes.object_mask(o, scene.size).reshape(g, patch, g, patch).sum(axis=(1, 3))
     owner = cover.argmax(0).ravel()
-    out = np.zeros((3, g * g), np.int64)
+    out = np.zeros((4, g * g), np.int64)
     for k, o in enumerate(scene.objects):
         sel = owner == k + 1
         out[0, sel] = PATCH_SHAPES.index(o.shape)
         out[1, sel] = PATCH_COLORS.index(o.color)
         out[2, sel] = PATCH_TEXTURES.index(o.texture)
+    out[3] = contact_pixels(scene).reshape(g, patch, g, patch).any(axis=(1, 3)).ravel()
     return out
 
 
@@ -54,7 +68,7 @@ class Pool:
     """Rendered training scenes plus the questions that can be asked about them."""
 
     images: np.ndarray  # [N, H, W, 3] uint8
-    labels: np.ndarray  # [N, 3, P] int64
+    labels: np.ndarray  # [N, 4, P] int64
     questions: list[str]  # unique question texts
     # generator questions: one per scene
     primary_q: np.ndarray  # [N] index into questions
@@ -82,7 +96,7 @@ class Pool:
 
 def build_pool(n: int, seed: int, cache_dir: pathlib.Path | None = None, progress: bool = True) -> Pool:
     """Generate (or load from cache) `n` training scenes of split "train"."""
-    key = hashlib.sha256(f"{shapes.fingerprint()}-{n}-{seed}-{PATCH_MIN_PIXELS}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{shapes.fingerprint()}-{n}-{seed}-{PATCH_MIN_PIXELS}-contact".encode()).hexdigest()[:12]
     cache_dir = pathlib.Path(cache_dir or shapes.default_images_dir().parent / "organism")
     path = cache_dir / f"pool-{key}.npz"
     if path.exists():

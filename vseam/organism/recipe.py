@@ -9,18 +9,20 @@ from vseam.toy_checkpoints import ToySpec
 
 #: A LLaVA-1.5-layout model: CLIP ViT (64 px, 8-px patches -> 64 image tokens, 3 layers of which the first 2
 #: feed the projector, as vision_feature_layer=-2 does in LLaVA), 2-layer GELU projector, Llama LM with
-#: 4 layers x 8 heads of head_dim 32. About 3.9M parameters, 15.5 MB in fp32.
+#: 4 layers x 8 heads of head_dim 32 on a 128-wide residual stream (heads are 256 wide together; o_proj maps
+#: them back to 128), so per-step compute stays small on 2 shared cores.
 ORGANISM_SPEC = ToySpec(
     image_size=64,
     patch_size=8,
     vision_hidden=128,
     vision_layers=3,
     vision_heads=4,
-    text_hidden=256,
+    text_hidden=128,
     text_layers=4,
     text_heads=8,
     text_kv_heads=8,
-    text_intermediate=512,
+    text_head_dim=32,
+    text_intermediate=384,
     tokenizer_vocab=1024,
     init_std=0.02,
     model_id="vseam/shapes-llava-1.5-organism",
@@ -36,10 +38,13 @@ class Recipe:
     vision_steps: int = 1500
     vision_batch: int = 64
     vision_lr: float = 2e-3
-    #: phase 2: the whole model learns to answer yes/no questions (loss on the answer token only)
+    #: phase 2: projector + LM learn to answer yes/no questions (loss on the answer token only) on the frozen
+    #: vision tower's features, computed once per training scene (the tower's forward/backward is skipped)
     qa_steps: int = 6000
     batch: int = 32
     lr: float = 1e-3
+    #: phase 3 (optional): everything, vision tower included, end to end
+    finetune_steps: int = 0
     vision_tower_lr: float = 2e-4
     warmup: int = 200
     weight_decay: float = 0.01

@@ -2,12 +2,17 @@
 
     nice -n 10 .venv/bin/python -m vseam.organism.train [--work DIR] [--export vseam/organism/weights]
 
-Two phases (see `recipe.Recipe`):
+Phases (see `recipe.Recipe`):
 
 1. vision pre-training: the CLIP tower, read at LLaVA's feature layer (-2), learns per-patch shape / color /
-   pattern labels through a throw-away linear head — this is what gets the model off the answer prior quickly;
-2. question answering: the whole model learns the answer token of the Table-8 yes/no prompt (cross-entropy over
-   the vocabulary at the answer position), balanced over the 7 subtypes and yes/no.
+   pattern / contact labels through a throw-away linear head — this is what gets the model off the answer
+   prior quickly;
+2. question answering on frozen vision features: the tower's features of every training scene are computed
+   once, and projector + language model learn the answer token of the Table-8 yes/no prompt (cross-entropy
+   over the vocabulary at the answer position), balanced over the 7 subtypes and yes/no. The image features
+   are placed into the token embeddings exactly as `LlavaModel` does, so this is the model's own forward pass
+   minus the (frozen) tower;
+3. optional end-to-end fine-tuning of everything.
 
 Validation uses the "val" split only (never "test", which the model card and the demo hold out); training stops at
 `target_val_acc` so the organism keeps room to improve. The run is seeded, checkpoints to `--work` every
@@ -58,7 +63,10 @@ class Trainer:
         self.val = D.eval_set("val", recipe.val_size, recipe.seed)
         self.sampler = D.Sampler(self.pool, recipe.primary_share, recipe.seed)
         vcfg = self.model.config.vision_config
-        self.patch_head = torch.nn.Linear(vcfg.hidden_size, len(D.PATCH_SHAPES) + len(D.PATCH_COLORS) + len(D.PATCH_TEXTURES))
+        self.patch_head = torch.nn.Linear(
+            vcfg.hidden_size, len(D.PATCH_SHAPES) + len(D.PATCH_COLORS) + len(D.PATCH_TEXTURES) + 2
+        )
+        self.features: torch.Tensor | None = None
         self.state = {"phase": "vision", "step": 0, "best": None, "done": False}
         self.log_path = work / "log.jsonl"
         self._make_optimizers()
@@ -125,13 +133,14 @@ class Trainer:
         feats = self.model.model.vision_tower(pixel_values=pix, output_hidden_states=True).hidden_states[layer][:, 1:]
         logits = self.patch_head(feats)
         labels = torch.from_numpy(self.pool.labels[idx])  # [B, 3, P]
-        sizes = (len(D.PATCH_SHAPES), len(D.PATCH_COLORS), len(D.PATCH_TEXTURES))
+        sizes = (len(D.PATCH_SHAPES), len(D.PATCH_COLORS), len(D.PATCH_TEXTURES), 2)
         loss, acc = 0.0, []
         for k, part in enumerate(torch.split(logits, sizes, dim=-1)):
             y = labels[:, k]
             loss = loss + torch.nn.functional.cross_entropy(part.reshape(-1, part.shape[-1]), y.reshape(-1))
-            fg = y > 0
-            acc.append(float((part.argmax(-1)[fg] == y[fg]).float().mean()))
+            if k < 3:
+                fg = y > 0
+                acc.append(float((part.argmax(-1)[fg] == y[fg]).float().mean()))
         return loss, float(np.mean(acc))
 
     def run_vision(self) -> None:
@@ -160,6 +169,41 @@ class Trainer:
         self.save()
 
     # ---- phase 2 ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def vision_features(self, images: np.ndarray) -> torch.Tensor:
+        """The tower's selected features ([B, P, D], before the projector) as LlavaModel selects them."""
+        cfg = self.model.config
+        out = self.model.model.vision_tower(pixel_values=self.enc.pixels(images), output_hidden_states=True)
+        feats = out.hidden_states[cfg.vision_feature_layer]
+        return feats[:, 1:] if cfg.vision_feature_select_strategy == "default" else feats
+
+    def cache_features(self) -> torch.Tensor:
+        """Features of every training scene under the current (frozen) tower; cached in the work dir."""
+        path = self.work / f"features-{self.recipe.vision_steps}.pt"
+        if path.exists():
+            return torch.load(path)
+        chunks = []
+        for i in tqdm(range(0, len(self.pool.images), 256), desc="vision features", disable=not self.progress):
+            chunks.append(self.vision_features(self.pool.images[i : i + 256]))
+        feats = torch.cat(chunks)
+        tmp = path.with_suffix(".tmp")
+        torch.save(feats, tmp)
+        os.replace(tmp, path)
+        return feats
+
+    def logits_from_features(self, feats: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Answer-position logits with precomputed tower features: LlavaModel's own steps (projector, image
+        features scattered into the embeddings at the <image> positions, language model, lm_head)."""
+        ids = batch["input_ids"]
+        embeds = self.model.get_input_embeddings()(ids)
+        image = self.model.model.multi_modal_projector(feats)
+        mask = (ids == self.model.config.image_token_id).unsqueeze(-1).expand_as(embeds)
+        embeds = embeds.masked_scatter(mask, image.reshape(-1, image.shape[-1]).to(embeds.dtype))
+        out = self.model(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+                         position_ids=batch["position_ids"], use_cache=False, logits_to_keep=1)
+        return out.logits[:, -1, :]
+
+    # ---- question answering (phases 2 and 3) --------------------------------------------------------------
     def answer_logits(self, batch: dict) -> torch.Tensor:
         out = self.model(**batch, use_cache=False, logits_to_keep=1)
         return out.logits[:, -1, :]
@@ -176,19 +220,30 @@ class Trainer:
         pred = np.concatenate(p_yes)
         return D.summarize(pred == ev.yes, ev.subtypes)
 
-    def run_qa(self) -> None:
+    def run_qa(self, phase: str) -> None:
+        """Phase "qa" (frozen tower, cached features) or "finetune" (end to end), resumable at any step."""
         r = self.recipe
-        bar = tqdm(total=r.qa_steps, initial=self.state["step"], desc="phase 2: questions", disable=not self.progress)
+        total = r.qa_steps if phase == "qa" else r.finetune_steps
+        frozen = phase == "qa"
+        if frozen:
+            self.features = self.cache_features()
+        scale = 1.0 if frozen else 0.3
+        warmup = r.warmup if frozen else max(1, r.warmup // 4)
+        label = "phase 2: questions (frozen tower)" if frozen else "phase 3: end-to-end"
+        bar = tqdm(total=total, initial=self.state["step"], desc=label, disable=not self.progress)
         ema_loss, ema_acc, t0 = None, None, time.time()
-        while self.state["step"] < r.qa_steps and not self.state["done"]:
+        while self.state["step"] < total and not self.state["done"]:
             step = self.state["step"]
-            f = _lr_factor(step, r.qa_steps, r.warmup)
+            f = _lr_factor(step, total, warmup) * scale
             for g in self.opt_qa.param_groups:
                 g["lr"] = g["base_lr"] * f
             scenes, qs, ys = self.sampler.sample(r.batch)
             b = self.enc.batch(self.pool.images[scenes], [self.pool.questions[q] for q in qs])
             target = torch.where(torch.from_numpy(ys), self.enc.yes_id, self.enc.no_id)
-            logits = self.answer_logits(b)
+            if frozen:
+                logits = self.logits_from_features(self.features[torch.from_numpy(scenes)], b)
+            else:
+                logits = self.answer_logits(b)
             loss = torch.nn.functional.cross_entropy(logits.float(), target)
             self.opt_qa.zero_grad(set_to_none=True)
             loss.backward()
@@ -202,14 +257,14 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{ema_loss:.3f}", acc=f"{ema_acc:.2f}")
             if (step + 1) % 100 == 0:
-                self.log(phase="qa", step=step + 1, loss=ema_loss, train_acc=ema_acc, sec=round(time.time() - t0, 1))
-            if (step + 1) % r.eval_every == 0 or step + 1 == r.qa_steps:
+                self.log(phase=phase, step=step + 1, loss=ema_loss, train_acc=ema_acc, sec=round(time.time() - t0, 1))
+            if (step + 1) % r.eval_every == 0 or step + 1 == total:
                 res = self.evaluate(self.val)
-                self.log(phase="qa-val", step=step + 1, **res)
+                self.log(phase=f"{phase}-val", step=step + 1, **res)
                 msg = " ".join(f"{k}={v:.2f}" for k, v in res["subtype"].items())
-                tqdm.write(f"[val step {step + 1}] overall={res['overall']:.3f} {msg}")
+                tqdm.write(f"[val {phase} step {step + 1}] overall={res['overall']:.3f} {msg}")
                 if self.state["best"] is None or res["overall"] > self.state["best"]["overall"]:
-                    self.state["best"] = {"step": step + 1, **res}
+                    self.state["best"] = {"phase": phase, "step": step + 1, **res}
                     torch.save(self.model.state_dict(), self.work / "best.pt")
                 if res["overall"] >= r.target_val_acc:
                     self.state["done"] = True
@@ -219,7 +274,14 @@ class Trainer:
     def run(self) -> None:
         if self.state["phase"] == "vision":
             self.run_vision()
-        self.run_qa()
+        if self.state["phase"] == "qa":
+            self.run_qa("qa")
+            if not self.state["done"]:
+                self.state.update(phase="finetune", step=0)
+                self.save()
+        if self.state["phase"] == "finetune" and not self.state["done"]:
+            self.run_qa("finetune")
+        self.features = None
 
 
 def export(trainer: Trainer, out: pathlib.Path) -> dict:

@@ -1,0 +1,171 @@
+"""Held-out accuracy of the model organism and its model card.
+
+    .venv/bin/python -m vseam.organism.card [--weights DIR] [--n 1400]
+
+Scores the committed checkpoint with the HF reference engine (`vseam.engine.HeadEngine`: the same prompt
+rendering, padding and answer tokens the calibrator uses) on the "test" split of the `shapes` world — the split
+neither training nor checkpoint selection saw — and writes `card.json` (every number) and `MODEL_CARD.md`.
+A prediction is "yes" when P(Yes) > P(No) at the answer position.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+from vseam.organism import CARD_JSON, MODEL_CARD, WEIGHTS_DIR
+
+HELD_OUT_SPLIT = "test"
+#: the first records of the held-out split scored by the quick test (tests/test_organism.py)
+QUICK_N = 140
+
+
+def predict(engine, split: str, n: int, seed: int = 0, batch: int = 50, progress: bool = True):
+    """(yes-predictions, gold yes, subtypes, P(yes|yes,no)) of the first `n` generator questions of `split`."""
+    from tqdm import tqdm
+
+    from calibrate.datasets import shapes
+
+    preds, gold, subtypes, pyes = [], [], [], []
+    for start in tqdm(range(0, n, batch), desc=f"scoring {split}", disable=not progress):
+        imgs, qs = [], []
+        for i in range(start, min(n, start + batch)):
+            scene, q = shapes.generate(split, i, seed)
+            imgs.append(shapes.render_image(scene))
+            qs.append(q.text)
+            gold.append(q.answer == "yes")
+            subtypes.append(q.subtype)
+        out = engine.binary(imgs, qs)
+        y, no = out["yes"].numpy(), out["no"].numpy()
+        preds.append(y > no)
+        pyes.append(y / (y + no))
+    return np.concatenate(preds), np.asarray(gold), subtypes, np.concatenate(pyes)
+
+
+def evaluate(weights: pathlib.Path, n: int, progress: bool = True) -> dict:
+    import torch
+
+    from vseam.engine import HeadEngine
+    from vseam.organism.data import summarize
+
+    torch.set_num_threads(1)
+    engine = HeadEngine.from_pretrained(str(weights))
+    pred, gold, subtypes, pyes = predict(engine, HELD_OUT_SPLIT, n, progress=progress)
+    correct = pred == gold
+    res = summarize(correct, subtypes)
+    res["split"] = HELD_OUT_SPLIT
+    res["yes_rate"] = float(pred.mean())
+    res["quick"] = {"n": QUICK_N, "accuracy": float(correct[:QUICK_N].mean())}
+    res["mean_confidence"] = float(np.mean(np.where(gold, pyes, 1 - pyes)))
+    return res
+
+
+NOTES = """\
+## What worked, what did not
+
+* **Vision pre-training first.** Trained end to end from scratch, a model of this size sits at the answer
+  prior for a long time (a 3M-parameter probe: ~1,000 steps at chance, 65/74/43-57% color/object/spatial
+  after 1,600 steps). Here phase 1 trains only the CLIP tower, read at LLaVA's feature layer (-2), to label
+  every 8-px patch with the shape / color / pattern of the object covering it (a throw-away linear head);
+  it reaches ~97% foreground patch accuracy in ~1,000 steps, and phase 2 then leaves the prior quickly.
+* **Many questions per image.** Each rendered training scene is asked every question its scene graph
+  answers (plus its generator question, which carries the hard cases: near-but-apart contact pairs, a color
+  that another object has), balanced over subtype and yes/no.
+* **One CPU thread.** With other jobs on the 2 cores, `torch.set_num_threads(1)` was ~7× faster per step
+  than 2 threads (OpenMP threads spin against each other under contention).
+* **Stopping on validation, not test.** Training stops when the "val" split reaches the recipe's
+  `target_val_acc`, so the organism stays inside the 70-92% band the issue asks for and rescaling has room
+  to help; the "test" split below was never used for any choice.
+"""
+
+
+def write_card(res: dict, weights: pathlib.Path) -> None:
+    from vseam.organism.recipe import ORGANISM_SPEC
+
+    training = json.loads((weights / "training.json").read_text()) if (weights / "training.json").exists() else {}
+    cfg = json.loads((weights / "config.json").read_text())
+    idx = json.loads((weights / "model.safetensors.index.json").read_text())
+    n_params = idx["metadata"]["total_size"] // 4
+    size_mb = sum(p.stat().st_size for p in weights.glob("*.safetensors")) / 1e6
+    card = {"held_out": res, "training": training, "parameters": n_params, "weights_mb": round(size_mb, 2),
+            "model_id": cfg.get("_name_or_path")}
+    CARD_JSON.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+
+    tc, vc = cfg["text_config"], cfg["vision_config"]
+    rec = training.get("recipe", {})
+    sel = training.get("selected") or {}
+    lines = [
+        "# Model card: the vseam model organism (`shapes` LLaVA)",
+        "",
+        "A LLaVA-1.5-architecture VLM small enough to train on 2 CPU cores, trained here on the synthetic `shapes`",
+        "world (`calibrate/datasets/shapes.py`) so that the whole V-SEAM loop can run offline: `make demo`.",
+        "Checkpoint: `vseam/organism/weights/` (llava-hf layout: sharded safetensors with the hub's key names,",
+        "processor, tokenizer, chat template); HF transformers, the calibrator and vLLM load it as they load",
+        "`llava-hf/llava-1.5-7b-hf`.",
+        "",
+        "## Architecture",
+        "",
+        f"* vision: CLIP ViT, {vc['image_size']} px, {vc['patch_size']}-px patches "
+        f"({(vc['image_size'] // vc['patch_size']) ** 2} image tokens), {vc['num_hidden_layers']} layers × "
+        f"{vc['num_attention_heads']} heads, width {vc['hidden_size']}; features from layer -2 (LLaVA default)",
+        "* projector: 2-layer GELU MLP",
+        f"* language model: Llama, {tc['num_hidden_layers']} layers × {tc['num_attention_heads']} heads of "
+        f"head_dim {tc['head_dim']} (width {tc['hidden_size']}, MLP {tc['intermediate_size']}), "
+        f"vocabulary {tc['vocab_size']} (BPE trained on `vseam.toy_checkpoints.tokenizer_corpus()`)",
+        f"* {n_params / 1e6:.2f}M parameters, {size_mb:.1f} MB (fp32)",
+        f"* model id `{ORGANISM_SPEC.model_id}`",
+        "",
+        "## Training (`python -m vseam.organism.train`, recipe in `vseam/organism/recipe.py`)",
+        "",
+        f"* seed {rec.get('seed')}; {rec.get('train_scenes')} rendered training scenes (split `train`)",
+        f"* phase 1: {rec.get('vision_steps')} steps of per-patch shape/color/pattern labelling of the vision "
+        f"tower (batch {rec.get('vision_batch')}, AdamW lr {rec.get('vision_lr')})",
+        f"* phase 2: up to {rec.get('qa_steps')} steps of yes/no answering with the Table-8 prompt "
+        f"(batch {rec.get('batch')}, AdamW lr {rec.get('lr')} / vision tower {rec.get('vision_tower_lr')}, "
+        f"warm-up {rec.get('warmup')}, cosine, clip {rec.get('clip_norm')}), loss on the answer token only",
+        f"* stopped at phase-2 step {sel.get('step')} with validation accuracy "
+        f"{(sel.get('overall') or 0) * 100:.1f}% (split `val`, n={sel.get('n')}; target "
+        f"{rec.get('target_val_acc')})",
+        "",
+        f"## Held-out accuracy (split `{res['split']}`, n={res['n']}, never used for training or selection)",
+        "",
+        "| subtype | level | accuracy |",
+        "| --- | --- | --- |",
+    ]
+    from head_profiles import SUBTYPE_LEVEL
+
+    for s, acc in res["subtype"].items():
+        lines.append(f"| {s} | {SUBTYPE_LEVEL[s]} | {acc * 100:.1f}% |")
+    for lv, acc in res["level"].items():
+        lines.append(f"| **{lv}** | | {acc * 100:.1f}% |")
+    lines += [
+        f"| **overall** | | **{res['overall'] * 100:.1f}%** |",
+        "",
+        f"Yes-rate of the predictions: {res['yes_rate'] * 100:.1f}% (the data are 50/50). Mean probability of the",
+        f"correct answer (renormalised over Yes/No): {res['mean_confidence']:.3f}.",
+        "",
+        f"Regenerate this card: `.venv/bin/python -m vseam.organism.card --n {res['n']}`.",
+        "",
+        NOTES,
+    ]
+    MODEL_CARD.write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vseam.organism.card", description=__doc__.split("\n")[0])
+    p.add_argument("--weights", default=str(WEIGHTS_DIR))
+    p.add_argument("--n", type=int, default=1400, help="held-out questions (a multiple of 7 keeps subtypes equal)")
+    args = p.parse_args(argv)
+    res = evaluate(pathlib.Path(args.weights), args.n)
+    write_card(res, pathlib.Path(args.weights))
+    print(json.dumps({k: res[k] for k in ("overall", "subtype", "level")}, indent=1))
+    print(f"wrote {CARD_JSON} and {MODEL_CARD}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
