@@ -11,6 +11,7 @@ vit_h|vit_l|vit_b`.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
 import pathlib
@@ -129,23 +130,42 @@ class BoxSegmenter:
         *,
         margin: float = 0.05,
         min_fill: float = 0.05,
+        cache_size: int = 4,
     ):
         from segment_anything import SamPredictor
 
         self.predictor = SamPredictor(build_sam(checkpoint, sam_type))
+        self.cache_size = cache_size
         self.margin = margin
         self.min_fill = min_fill
         self._image_key: bytes | None = None
+        #: image key -> predictor state (embedding + sizes) of recently seen images
+        self._embeddings: collections.OrderedDict = collections.OrderedDict()
+        self.embedded = 0  # image embeddings computed (cache misses)
+
+    _STATE = ("features", "original_size", "input_size", "is_image_set")
 
     def set_image(self, image: Image.Image | np.ndarray) -> np.ndarray:
+        """Make `image` the predictor's current image (its embedding is computed once; the last few are kept)."""
         import torch
 
         arr = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.uint8)
         key = hashlib.sha1(arr.tobytes()).digest() + bytes(str(arr.shape), "ascii")
-        if key != self._image_key:
+        if key == self._image_key:
+            return arr
+        state = self._embeddings.get(key)
+        if state is not None:
+            self._embeddings.move_to_end(key)
+            for name, value in zip(self._STATE, state):
+                setattr(self.predictor, name, value)
+        else:
             with torch.inference_mode():
                 self.predictor.set_image(arr)
-            self._image_key = key
+            self.embedded += 1
+            self._embeddings[key] = tuple(getattr(self.predictor, name) for name in self._STATE)
+            while len(self._embeddings) > self.cache_size:
+                self._embeddings.popitem(last=False)
+        self._image_key = key
         return arr
 
     def segment(self, image: Image.Image | np.ndarray, boxes: Sequence[Box]) -> list[BoxMask]:
