@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import sys
 
 from vseam.errors import UserError
 
@@ -39,12 +40,14 @@ def cmd_eval(args) -> int:
         folds=args.folds, fold_size=args.fold_size, seed=args.seed,
         progress=False if args.no_progress else None, check_server=not args.skip_check, refresh=args.refresh,
     )
-    records, excluded, problems = load_records(args.task, args.data, args.images, limit=args.limit, seed=args.seed)
+    options = {"scene_graphs": getattr(args, "scene_graphs", None)}
+    records, excluded, skipped = load_records(args.task, args.data, args.images, limit=args.limit, seed=args.seed,
+                                              **options)
+    for reason, info in skipped.items():
+        print(f"skipped {info['count']} questions ({reason}), e.g. {', '.join(info['examples'])}", file=sys.stderr)
     family = detect_family(endpoint, args.family)
     data_info = {"files": [str(p) for p in args.data], "images": args.images, "excluded": excluded,
-                 "limit": args.limit}
-    if problems:
-        data_info["problems"] = problems if isinstance(problems, (dict, list, str, int)) else str(problems)
+                 "skipped": skipped, "limit": args.limit}
     try:
         report = evaluate(cfg, records, family, data_info=data_info)
     except KeyboardInterrupt:
@@ -89,8 +92,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         t.add_argument("--profile-via", choices=["xargs", "model"], default="xargs",
                        help="pick the profile by vllm_xargs (default) or by model name MODEL:NAME")
         t.add_argument("--family", default="auto", help="model family (llava, instructblip); default: ask the server")
-        t.add_argument("--data", action="append", required=True, help="dataset file (repeatable)")
+        t.add_argument("--data", action="append", required=True, help="dataset file or directory (repeatable)")
         t.add_argument("--images", help="directory the dataset's image names are relative to")
+        if task == "gqa":
+            t.add_argument("--scene-graphs", help="official *_sceneGraphs.json (optional)")
         t.add_argument("--limit", type=int, help="evaluate at most this many records")
         t.add_argument("--out", help=f"output directory (default vseam-eval/{task})")
         t.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")

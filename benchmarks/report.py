@@ -89,7 +89,11 @@ def markdown(report: dict) -> str:
     ]
     excluded = report["data"].get("excluded")
     if excluded:
-        lines.append(f"- left out: " + ", ".join(f"{v} × {k}" for k, v in excluded.items()))
+        lines.append("- left out by the task: " + ", ".join(f"{v} × {k}" for k, v in excluded.items()))
+    skipped = report["data"].get("skipped")
+    if skipped:
+        lines.append("- skipped by the loader: " + ", ".join(
+            f"{v['count']} × {k} (e.g. {', '.join(v['examples'][:3])})" for k, v in skipped.items()))
     lines += ["", "## Accuracy", ""] + headline_table(report)
     lines += ["", "Unparsed replies count as wrong in every accuracy; failed requests are left out.", ""]
     lines += counts_table(report)

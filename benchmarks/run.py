@@ -74,16 +74,29 @@ def task_module(name: str):
         raise UserError(f"unknown task {name!r}; known: {', '.join(TASKS)}") from None
 
 
-def load_records(task: str, data: Sequence[str], images: str | None, limit: int | None = None, seed: int = 0):
-    """Records of `task` from the dataset files (via `calibrate.datasets`) and what the task leaves out."""
-    from calibrate.datasets import load_dataset
+def load_records(task: str, data: Sequence[str], images: str | None, limit: int | None = None, seed: int = 0,
+                 **options):
+    """Records of `task` from the dataset files or directories (via `calibrate.datasets`).
+
+    Returns (records, excluded, skipped): what the task evaluates, what the task leaves out by reason (e.g. COCO-QA's
+    number type), and what the loader could not use by reason (malformed entries, missing images).
+    `limit` applies to the union of all `data` paths (seeded, stratified by subtype); `options` go to the loader.
+    """
+    from calibrate.datasets import LoadResult, load_dataset, select_records
 
     mod = task_module(task)
-    loaded = load_dataset(mod.DATASET, list(data), images=images, limit=limit, seed=seed)
-    records = list(getattr(loaded, "records", loaded))
-    kept, excluded = mod.select(records)
-    problems = getattr(loaded, "problems", None) or getattr(loaded, "report", None)
-    return kept, excluded, problems
+    if not data:
+        raise UserError("--data: give at least one dataset file or directory")
+    merged = LoadResult(records=[], source=mod.DATASET)
+    for path in data:
+        merged.merge(load_dataset(mod.DATASET, path=path, images=images, seed=seed,
+                                  **{k: v for k, v in options.items() if v is not None}))
+    kept, excluded = mod.select(merged.records)
+    merged.records = kept
+    records = select_records(merged, limit=limit, seed=seed) if limit is not None else kept
+    skipped = {reason: {"count": n, "examples": merged.skipped_ids.get(reason, [])}
+               for reason, n in merged.skipped.items()}
+    return records, excluded, skipped
 
 
 def detect_family(endpoint: Endpoint, name: str = "auto"):

@@ -133,14 +133,12 @@ def question_of(body: dict) -> str:
 
 
 def pope_records() -> list[VQARecord]:
-    """The fixture's questions as records (what `calibrate.datasets` yields for these files)."""
-    out = []
-    for split in ("random", "popular", "adversarial"):
-        for line in (FIXTURE / f"coco_pope_{split}.json").read_text().splitlines():
-            d = json.loads(line)
-            out.append(VQARecord(qid=f"{split}-{d['question_id']}", dataset="pope", question=d["text"],
-                                 answer=d["label"], image=str(FIXTURE / "images" / d["image"]), subtype=split))
-    return out
+    """The POPE fixture's questions, loaded by `calibrate.datasets` as `vseam eval pope` does."""
+    from benchmarks.run import load_records
+
+    records, excluded, skipped = load_records("pope", [str(FIXTURE)], str(FIXTURE / "images"))
+    assert len(records) == 24 and not excluded and not skipped
+    return records
 
 
 GOLD = {r.question + "|" + pathlib.Path(r.image).name: r.answer for r in pope_records()}
@@ -404,3 +402,70 @@ def test_constrained_replies(tmp_path):
         evaluate(config(tmp_path, fake.url, ["good"]), pope_records()[:2], LLAVA)
         assert len(fake.requests) == 4, "constrained and free replies are cached apart"
         assert "structured_outputs" not in fake.requests[-1]
+
+
+SHORT_REPLIES = {  # question -> reply of the fake model (gold in the fixture's comment)
+    "what is the color of the circle": "Red.",  # red ✓
+    "what is the color of the square": "The blue one",  # blue ✗ (exact match after normalisation)
+    "what is the color of the triangle": "green",  # green ✓
+    "where is the star": "In the corner",  # corner ✗
+    "where is the orange square": "Top",  # top ✓
+}
+BINARY_REPLIES = {
+    "Is the circle red?": "Yes",  # yes ✓
+    "Is the square green?": "No, it is blue.",  # no ✓
+    "Is there a triangle in this picture?": "No",  # yes ✗
+    "Is there a star in this picture?": "no",  # no ✓
+    "Is the square to the left of the circle?": "Yes.",  # yes ✓
+    "Is the star to the right of the square?": "I cannot tell.",  # no, unparsed
+    "Is the circle above the square?": "Yes",  # no ✗
+}
+
+
+def scripted(body, attempt):
+    text = body["messages"][-1]["content"][-1]["text"]
+    for q, reply in {**SHORT_REPLIES, **BINARY_REPLIES}.items():
+        if f"Question: {q} " in text:
+            return 200, reply
+    return 400, f"unexpected question {text!r}"
+
+
+def test_cli_cocoqa_and_gqa_on_fixtures(tmp_path, capsys):
+    """`vseam eval cocoqa|gqa` load the fixture files through calibrate.datasets and score them as computed by hand."""
+    from vseam.cli import main
+
+    with FakeOpenAI(scripted, profiles=["good"]) as fake:
+        base = fake.url.removesuffix("/v1")  # /v1 is added when missing
+        code = main(["eval", "cocoqa", "--base-url", base, "--model", MODEL, "--data", str(FIXTURE / "cocoqa"),
+                     "--images", str(FIXTURE / "images"), "--out", str(tmp_path / "cq"), "--no-progress"])
+        assert code == 0, capsys.readouterr()
+        sys_lines = [r for r in fake.requests if r["messages"][0]["role"] == "system"]
+        assert len(sys_lines) == len(fake.requests) == 5  # LLaVA's short-answer system line; count type not asked
+        assert fake.requests[0]["max_tokens"] == 16
+        cq = json.loads((tmp_path / "cq" / "report.json").read_text())
+        m = cq["metrics"]["none"]
+        assert m["color"]["accuracy"] == pytest.approx(2 / 3) and m["location"]["accuracy"] == pytest.approx(1 / 2)
+        assert m["all"]["accuracy"] == pytest.approx(3 / 5)
+        assert m["mean of types"]["accuracy"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+        assert "object" not in m
+        assert cq["data"]["excluded"] == {"number (excluded as in the paper)": 1}
+
+        code = main(["eval", "gqa", "--base-url", fake.url, "--model", MODEL, "--data", str(FIXTURE / "gqa"),
+                     "--images", str(FIXTURE / "images"), "--out", str(tmp_path / "gqa"), "--no-progress",
+                     "--profile", "none", "--profile", "good", "--reference", "good", "--folds", "100",
+                     "--fold-size", "20"])
+        assert code == 0, capsys.readouterr()
+        out = capsys.readouterr().out
+    g = json.loads((tmp_path / "gqa" / "report.json").read_text())
+    m = g["metrics"]["none"]
+    assert {k: v["accuracy"] for k, v in m["subtypes"].items()} == pytest.approx(
+        {"color": 1.0, "animal": 0.5, "spatial": 1 / 3})
+    assert {k: v["accuracy"] for k, v in m["levels"].items()} == pytest.approx(
+        {"attribute": 1.0, "object": 0.5, "relation": 1 / 3})
+    assert m["subtypes"]["spatial"]["unparsed"] == 1
+    assert m["all"]["accuracy"] == pytest.approx(4 / 7) and m["avg"] == pytest.approx((1 + 0.5 + 1 / 3) / 3)
+    # the fake answers the same under both profiles: every Δ is 0 and the test is undefined, said so
+    sig = g["significance"]["categories"]
+    assert set(sig) == {"attribute", "object", "relation", "Overall"}
+    assert all(row["none"]["mean_delta_pp"] == 0 and row["none"]["significance"] == "n/a" for row in sig.values())
+    assert "| none | 100.00 | 50.00 | 33.33 | 100.00 | 50.00 | 33.33 | 61.11 |" in out
