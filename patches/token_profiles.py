@@ -27,27 +27,47 @@ log = logging.getLogger("vllm.vseam.patches")
 
 
 class TokenRowWriter:
-    """Fills `state.token_rows` from (row per request, tokens per request) through a host staging buffer."""
+    """Fills `state.token_rows` from (row per request, tokens per request).
+
+    On CPU the numpy view *is* the buffer. On an accelerator the rows are staged in pinned host memory and copied
+    asynchronously; two staging buffers alternate, each guarded by an event, so a step never overwrites host
+    memory whose copy of the previous step has not run yet (the runner prepares step N+1 while N executes).
+    """
 
     def __init__(self, token_rows: torch.Tensor):
         self.device_rows = token_rows
-        if token_rows.device.type == "cpu":
-            self.host = token_rows  # same memory: writing the numpy view is the update
-        else:
-            self.host = torch.zeros_like(token_rows, device="cpu", pin_memory=torch.cuda.is_available())
-        self.host_np = self.host.numpy()
         self.filled = 0  # tokens written by the previous step
+        if token_rows.device.type == "cpu":
+            self.hosts = [token_rows]
+            self.events = [None]
+        else:
+            pin = torch.cuda.is_available()
+            self.hosts = [torch.zeros_like(token_rows, device="cpu", pin_memory=pin) for _ in range(2)]
+            self.events = [None, None]
+        self.turn = 0
+
+    @property
+    def size(self) -> int:
+        return self.device_rows.shape[0]
 
     def write(self, rows: np.ndarray, num_tokens: np.ndarray) -> int:
         total = int(num_tokens.sum())
-        if total > self.host_np.shape[0]:
-            raise RuntimeError(f"vseam: step has {total} tokens, token->profile buffer holds {self.host_np.shape[0]}")
-        self.host_np[:total] = np.repeat(rows, num_tokens)
+        if total > self.size:
+            raise RuntimeError(f"vseam: step has {total} tokens, token->profile buffer holds {self.size}")
         upto = max(total, self.filled)
-        if self.filled > total:
-            self.host_np[total : self.filled] = 0
-        if self.host is not self.device_rows:
-            self.device_rows[:upto].copy_(self.host[:upto], non_blocking=True)
+        host = self.hosts[self.turn]
+        if self.events[self.turn] is not None:
+            self.events[self.turn].synchronize()
+        host_np = host.numpy()
+        host_np[:total] = np.repeat(rows, num_tokens)
+        host_np[total:upto] = 0  # tokens past the batch (padding) use row 0 = none
+        if host is not self.device_rows:
+            self.device_rows[:upto].copy_(host[:upto], non_blocking=True)
+            if torch.cuda.is_available():
+                event = torch.cuda.Event()
+                event.record()
+                self.events[self.turn] = event
+            self.turn = 1 - self.turn
         self.filled = total
         return total
 

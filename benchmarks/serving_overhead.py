@@ -1,0 +1,233 @@
+"""Serving overhead of head profiles: plain vLLM vs static (--fold) vs per-request (mixed profiles), one run.
+
+    .venv/bin/python -m benchmarks.serving_overhead [--model DIR] [--rounds 5] [--requests 96] [--concurrency 32]
+                                                     [--max-tokens 32] [--layers 12 --hidden 768 --heads 24]
+
+Without --model it builds a random tiny LLaVA with a larger language model (default 12 layers x 24 heads, hidden
+768, head_dim 32) so the measurement is not dominated by HTTP and image preprocessing. Three servers run side by
+side, all with the same vLLM flags (fp32, default compiled mode):
+
+  plain        `python -m vllm.entrypoints.openai.api_server` (the vseam plugin is installed but inert)
+  static       `vseam serve --fold` with one profile folded into o_proj
+  per-request  `vseam serve` with two profiles; requests pick none / profile A / profile B at random
+
+Each round sends the same chat requests (image + binary question, greedy, `ignore_eos`, exactly --max-tokens
+new tokens each, --concurrency in flight) to every server in turn, rotating the order per round so background
+load hits all modes alike. Reported per mode: median requests/s and generated tokens/s over the rounds and the
+ratio to plain (targets: static >= 0.99, per-request >= 0.97). The last line is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import pathlib
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+QUESTIONS = ["Is the cat red?", "Is the dog to the left of the car?", "Is there a bird in this picture?",
+             "Is the table made of wood?", "Is the man riding the horse?", "What color is the bus?"]
+FLAGS = ["--dtype", "float32", "--max-model-len", "512", "--kv-cache-memory-bytes", str(512 * 2**20),
+         "--limit-mm-per-prompt", '{"image": 1}', "--disable-log-stats", "--host", "127.0.0.1"]
+
+
+def build_model(out: pathlib.Path, layers: int, hidden: int, heads: int) -> pathlib.Path:
+    from vseam.toy_checkpoints import ToySpec, build
+
+    spec = ToySpec(text_layers=layers, text_hidden=hidden, text_heads=heads, text_kv_heads=heads,
+                   text_intermediate=(hidden * 8 // 3 + 63) // 64 * 64, model_id="vseam/bench-llava")
+    build("llava", out, seed=0, spec=spec)
+    return out
+
+
+def write_profiles(model: pathlib.Path, out: pathlib.Path) -> dict[str, pathlib.Path]:
+    from head_profiles import Head, HeadProfile, Provenance, Scope, now_iso
+    from vseam.families import fingerprint_of
+
+    fp = fingerprint_of(model)
+    rng = random.Random(1)
+    paths = {}
+    for name, level in (("bench-attr", "attribute"), ("bench-rel", "relation")):
+        cells = rng.sample([(l, h) for l in range(fp.num_layers) for h in range(fp.num_heads)], 16)
+        profile = HeadProfile(
+            name=name, fingerprint=fp, scope=Scope(level=level), k=8,
+            positive=[Head(layer=l, head=h, lam=0.8) for l, h in cells[:8]],
+            negative=[Head(layer=l, head=h, lam=1.0) for l, h in cells[8:]],
+            provenance=Provenance(method="benchmark", tool_version="bench", created=now_iso()),
+        )
+        paths[name] = profile.save(out / f"{name}.json")
+    return paths
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(argv: list[str], log: pathlib.Path, timeout: float = 900):
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")}
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([*argv, "--port", str(port)], stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited ({proc.returncode}); see {log}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            if time.time() > deadline:
+                raise TimeoutError(f"server not healthy after {timeout}s; see {log}")
+            time.sleep(1)
+        yield base
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def make_requests(model: str, n: int, max_tokens: int, profiles: list[str] | None, seed: int) -> list[dict]:
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from vseam.families import FAMILIES
+
+    fam = FAMILIES["llava"]
+    rng = random.Random(seed)
+    urls = []
+    for i in range(8):
+        arr = (np.random.RandomState(100 + i).rand(80, 96, 3) * 255).astype("uint8")
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="PNG")
+        urls.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
+    reqs = []
+    for i in range(n):
+        extra = {**fam.chat_extra_body, "ignore_eos": True}
+        if profiles is not None:
+            extra["vllm_xargs"] = {"head_profile": rng.choice(profiles)}
+        reqs.append(dict(model=model, messages=fam.chat_messages(fam.binary_text(QUESTIONS[i % len(QUESTIONS)]),
+                                                                 urls[i % len(urls)]),
+                         max_tokens=max_tokens, temperature=0, extra_body=extra))
+    return reqs
+
+
+async def run_round(base: str, requests: list[dict], concurrency: int) -> tuple[float, int]:
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="none", timeout=900, max_retries=0)
+    gate = asyncio.Semaphore(concurrency)
+    tokens = 0
+
+    async def one(req):
+        nonlocal tokens
+        async with gate:
+            resp = await client.chat.completions.create(**req)
+            tokens += resp.usage.completion_tokens
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(r) for r in requests))
+    elapsed = time.perf_counter() - t0
+    await client.close()
+    return elapsed, tokens
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", help="LLaVA checkpoint dir (default: build a larger random tiny LLaVA)")
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--hidden", type=int, default=768)
+    ap.add_argument("--heads", type=int, default=24)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--requests", type=int, default=96, help="requests per round and mode")
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--vllm-arg", action="append", default=[], help="extra flag for all three servers")
+    args = ap.parse_args(argv)
+
+    work = pathlib.Path(tempfile.mkdtemp(prefix="vseam-serving-bench-"))
+    model = pathlib.Path(args.model) if args.model else build_model(work / "model", args.layers, args.hidden, args.heads)
+    profiles = write_profiles(model, work)
+    names = list(profiles)
+    py = sys.executable
+    common = [*FLAGS, *args.vllm_arg]
+    argvs = {
+        "plain": [py, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), *common],
+        "static": [py, "-m", "serve.cli", str(model), "--head-profile", str(profiles[names[0]]), "--fold", *common],
+        "per-request": [py, "-m", "serve.cli", str(model), *[a for p in profiles.values()
+                                                              for a in ("--head-profile", str(p))], *common],
+    }
+    choices = {"plain": None, "static": None, "per-request": ["none", *names]}
+    print(f"model {model}; logs in {work}", file=sys.stderr)
+
+    times: dict[str, list[tuple[float, int]]] = {m: [] for m in argvs}
+    with contextlib.ExitStack() as stack:
+        bases = {}
+        for mode, argv_ in argvs.items():
+            print(f"starting {mode} server ...", file=sys.stderr, flush=True)
+            bases[mode] = stack.enter_context(server(argv_, work / f"{mode}.log"))
+        modes = list(argvs)
+        for mode in modes:  # warm-up: compile paths, encoder cache, prefix cache for every mode
+            asyncio.run(run_round(bases[mode], make_requests(str(model), args.concurrency, args.max_tokens,
+                                                             choices[mode], seed=0), args.concurrency))
+        for r in range(args.rounds):
+            order = modes[r % 3:] + modes[: r % 3]
+            for mode in order:
+                reqs = make_requests(str(model), args.requests, args.max_tokens, choices[mode], seed=r)
+                elapsed, tokens = asyncio.run(run_round(bases[mode], reqs, args.concurrency))
+                times[mode].append((elapsed, tokens))
+                print(f"round {r + 1}/{args.rounds} {mode:12s} {args.requests / elapsed:7.2f} req/s "
+                      f"{tokens / elapsed:8.1f} tok/s", file=sys.stderr, flush=True)
+
+    result: dict = {"model": str(model), "rounds": args.rounds, "requests_per_round": args.requests,
+                    "concurrency": args.concurrency, "max_tokens": args.max_tokens, "modes": {}}
+    for mode, runs in times.items():
+        rps = [args.requests / e for e, _ in runs]
+        tps = [t / e for e, t in runs]
+        result["modes"][mode] = {"requests_per_s": statistics.median(rps), "tokens_per_s": statistics.median(tps),
+                                 "requests_per_s_rounds": rps, "tokens_per_s_rounds": tps}
+    plain = result["modes"]["plain"]
+    for mode in ("static", "per-request"):
+        m = result["modes"][mode]
+        m["ratio_requests"] = m["requests_per_s"] / plain["requests_per_s"]
+        m["ratio_tokens"] = m["tokens_per_s"] / plain["tokens_per_s"]
+        # the same ratio computed within each round (modes ran back to back), then the median
+        m["ratio_tokens_paired_median"] = statistics.median(
+            a / b for a, b in zip(m["tokens_per_s_rounds"], plain["tokens_per_s_rounds"]))
+    result["targets"] = {"static": 0.99, "per-request": 0.97}
+
+    print(f"\n{'mode':12s} {'req/s':>8s} {'tok/s':>9s} {'ratio':>7s} {'paired':>7s} target")
+    for mode, m in result["modes"].items():
+        ratio = m.get("ratio_tokens", 1.0)
+        paired = m.get("ratio_tokens_paired_median", 1.0)
+        target = result["targets"].get(mode)
+        mark = "" if target is None else (f">= {target} {'ok' if paired >= target else 'MISS'}")
+        print(f"{mode:12s} {m['requests_per_s']:8.2f} {m['tokens_per_s']:9.1f} {ratio:7.3f} {paired:7.3f} {mark}")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
