@@ -10,20 +10,43 @@ import sys
 from vseam.errors import UserError
 
 
-def _arms(args) -> tuple[list, str | None]:
+def _arms(args) -> tuple[list, str | None, list[str] | None]:
+    """The compared arms, the reference label, and the levels the arms cover (None: all levels)."""
     from benchmarks.run import Arm
     from benchmarks.strategies import RESCALING, read_manifest
 
     arms = []
     reference = args.reference
-    if args.strategies:
-        manifest = read_manifest(args.strategies)
+    levels = None
+    specs = args.strategies or []
+    per_level = [s for s in specs if "=" in s]
+    if per_level and len(per_level) != len(specs):
+        raise UserError("--strategies: give either one manifest, or one LEVEL=MANIFEST per level, not both")
+    if per_level:
+        manifests = {}
+        for spec in per_level:
+            level, path = spec.split("=", 1)
+            if level not in ("attribute", "object", "relation"):
+                raise UserError(f"--strategies {spec}: level must be attribute, object or relation")
+            if level in manifests:
+                raise UserError(f"--strategies: level {level} given twice")
+            manifests[level] = read_manifest(path)
+        labels = [s for s in next(iter(manifests.values())) if all(s in m for m in manifests.values())]
+        for s in labels:
+            by_level = {lv: m[s] for lv, m in manifests.items()}
+            names = set(by_level.values())
+            arms.append(Arm(label=s, profile=names.pop()) if names == {"none"} else
+                        Arm(label=s, profile="per level", by_level=by_level))
+        levels = list(manifests)
+    elif specs:
+        manifest = read_manifest(specs[0])
         arms += [Arm(label=s, profile=p) for s, p in manifest.items()]
-        if reference is None and RESCALING in manifest:
-            reference = RESCALING
-    for p in args.profile or ([] if args.strategies else ["none"]):
+        labels = list(manifest)
+    if specs and reference is None and RESCALING in labels:
+        reference = RESCALING
+    for p in args.profile or ([] if specs else ["none"]):
         arms.append(Arm(label=p, profile=p))
-    return arms, reference
+    return arms, reference, levels
 
 
 def cmd_eval(args) -> int:
@@ -31,7 +54,7 @@ def cmd_eval(args) -> int:
     from benchmarks.run import EvalConfig, detect_family, evaluate, load_records
 
     endpoint = Endpoint(base_url=args.base_url, model=args.model, api_key=args.api_key, profile_via=args.profile_via)
-    arms, reference = _arms(args)
+    arms, reference, levels = _arms(args)
     out = pathlib.Path(args.out or f"vseam-eval/{args.task}")
     cfg = EvalConfig(
         task=args.task, endpoint=endpoint, arms=arms, out_dir=out, reference=reference,
@@ -40,11 +63,18 @@ def cmd_eval(args) -> int:
         folds=args.folds, fold_size=args.fold_size, seed=args.seed,
         progress=False if args.no_progress else None, check_server=not args.skip_check, refresh=args.refresh,
     )
-    options = {"scene_graphs": getattr(args, "scene_graphs", None)}
+    subtypes = getattr(args, "subtypes", None)
+    options = {"scene_graphs": getattr(args, "scene_graphs", None),
+               "subtypes": [t.strip() for t in subtypes.split(",") if t.strip()] if subtypes else None}
     records, excluded, skipped = load_records(args.task, args.data, args.images, limit=args.limit, seed=args.seed,
                                               **options)
     for reason, info in skipped.items():
         print(f"skipped {info['count']} questions ({reason}), e.g. {', '.join(info['examples'])}", file=sys.stderr)
+    if levels is not None:
+        outside = [r for r in records if r.level not in levels]
+        if outside:
+            excluded[f"level not in --strategies ({', '.join(levels)})"] = len(outside)
+            records = [r for r in records if r.level in levels]
     family = detect_family(endpoint, args.family)
     data_info = {"files": [str(p) for p in args.data], "images": args.images, "excluded": excluded,
                  "skipped": skipped, "limit": args.limit}
@@ -86,8 +116,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         t.add_argument("--model", required=True, help="served model name")
         t.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", "EMPTY"))
         t.add_argument("--profile", action="append", help="head profile to evaluate (repeatable; default: none)")
-        t.add_argument("--strategies", help="strategies.json (or its directory) from `vseam eval strategies`: "
-                                            "evaluate the five Table-3 strategies, reference = rescaling")
+        t.add_argument("--strategies", action="append",
+                       help="strategies.json (or its directory) from `vseam eval strategies`: evaluate the five "
+                            "Table-3 strategies, reference = rescaling. GQA: repeat as LEVEL=DIR to edit each "
+                            "semantic level with its own profile's strategies (attribute=..., object=..., relation=...)")
         t.add_argument("--reference", help="label compared against all others in the significance tests")
         t.add_argument("--profile-via", choices=["xargs", "model"], default="xargs",
                        help="pick the profile by vllm_xargs (default) or by model name MODEL:NAME")
@@ -96,6 +128,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         t.add_argument("--images", help="directory the dataset's image names are relative to")
         if task == "gqa":
             t.add_argument("--scene-graphs", help="official *_sceneGraphs.json (optional)")
+            t.add_argument("--subtypes", help="comma-separated subtypes to evaluate (default: all seven)")
         t.add_argument("--limit", type=int, help="evaluate at most this many records")
         t.add_argument("--out", help=f"output directory (default vseam-eval/{task})")
         t.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")

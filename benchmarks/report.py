@@ -41,7 +41,8 @@ def headline_table(report: dict) -> list[str]:
     cols: list[str] = []
     for row in head.values():
         cols += [c for c in row if c not in cols]
-    profile_of = {a["label"]: a["profile"] for a in report["arms"]}
+    profile_of = {a["label"]: a["profile"] if not a.get("by_level") else
+                  ", ".join(f"{lv}: {p}" for lv, p in a["by_level"].items()) for a in report["arms"]}
     rows = []
     for lb in labels:
         name = lb if profile_of.get(lb, lb) == lb else f"{lb} (`{profile_of[lb]}`)"

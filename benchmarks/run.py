@@ -27,10 +27,32 @@ PREDICTIONS_FILE = "predictions.jsonl"
 
 @dataclasses.dataclass(frozen=True)
 class Arm:
-    """One compared configuration: a label for tables (strategy name or profile name) and the served profile."""
+    """One compared configuration: a label for tables (strategy name or profile name) and the served profile.
+
+    by_level: semantic level → profile, when each level has its own profile (the paper's Table 3 edits attribute
+    questions with the attribute heads, and so on); records of other levels use `profile`.
+    """
 
     label: str
     profile: str
+    by_level: dict[str, str] | None = None
+
+    def profile_for(self, record) -> str:
+        if not self.by_level:
+            return self.profile
+        try:
+            return self.by_level[record.level or ""]
+        except KeyError:
+            raise UserError(f"{self.label}: no profile for question {record.qid} of level {record.level!r} "
+                            f"(profiles given for {', '.join(self.by_level)})") from None
+
+    def profiles(self) -> list[str]:
+        return sorted(set(self.by_level.values())) if self.by_level else [self.profile]
+
+    def describe(self) -> str:
+        if not self.by_level:
+            return self.profile
+        return ", ".join(f"{lv}: {p}" for lv, p in self.by_level.items())
 
 
 @dataclasses.dataclass
@@ -133,7 +155,8 @@ def build_requests(mod, family, records, arms: Sequence[Arm]) -> list[Request]:
     reqs = []
     for arm in arms:
         for r in records:
-            reqs.append(Request(qid=r.qid, profile=arm.profile, prompt=mod.prompt(family, r), image=pathlib.Path(r.image)))
+            reqs.append(Request(qid=r.qid, profile=arm.profile_for(r), prompt=mod.prompt(family, r),
+                                image=pathlib.Path(r.image)))
     return reqs
 
 
@@ -150,7 +173,7 @@ def evaluate(cfg: EvalConfig, records, family, data_info: dict | None = None) ->
         dup = next(q for q in qids if qids.count(q) > 1)
         raise UserError(f"{cfg.task}: question id {dup!r} occurs more than once in the data")
     if cfg.check_server:
-        check_server(cfg.endpoint, [a.profile for a in cfg.arms])
+        check_server(cfg.endpoint, sorted({p for a in cfg.arms for p in a.profiles()}))
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     cache = ResponseCache(cfg.out_dir / CACHE_FILE, read=not cfg.refresh)
     choices = mod.choices(family) if cfg.constrain else None
@@ -170,8 +193,9 @@ def evaluate(cfg: EvalConfig, records, family, data_info: dict | None = None) ->
         ]
     with open(cfg.out_dir / PREDICTIONS_FILE, "w") as fh:
         for arm in cfg.arms:
-            for a in answers[arm.label]:
-                fh.write(json.dumps({"label": arm.label, "profile": arm.profile} | a.to_json(), sort_keys=True) + "\n")
+            for r, a in zip(records, answers[arm.label]):
+                row = {"label": arm.label, "profile": arm.profile_for(r)} | a.to_json()
+                fh.write(json.dumps(row, sort_keys=True) + "\n")
 
     metrics = {arm.label: mod.metrics(answers[arm.label]) for arm in cfg.arms}
     significance = None

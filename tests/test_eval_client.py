@@ -9,7 +9,6 @@ family detection, and strategies + significance in the report.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import pathlib
@@ -469,3 +468,43 @@ def test_cli_cocoqa_and_gqa_on_fixtures(tmp_path, capsys):
     assert set(sig) == {"attribute", "object", "relation", "Overall"}
     assert all(row["none"]["mean_delta_pp"] == 0 and row["none"]["significance"] == "n/a" for row in sig.values())
     assert "| none | 100.00 | 50.00 | 33.33 | 100.00 | 50.00 | 33.33 | 61.11 |" in out
+
+
+def test_cli_gqa_strategies_per_level(tmp_path, capsys):
+    """Table 3 edits each level with its own heads: `--strategies LEVEL=DIR` routes each question accordingly."""
+    from head_profiles import Fingerprint, HeadProfile, Provenance, Scope, now_iso, parse_heads
+    from benchmarks.strategies import write_strategies
+    from vseam.cli import main
+
+    fp = Fingerprint(architecture="LlavaForConditionalGeneration", model_id="toy", num_layers=2, num_heads=4,
+                     head_dim=32)
+    dirs = {}
+    for level, name, pos, neg in (("attribute", "att", "L1.H0=0.5", "L0.H1"), ("relation", "rel", "L0.H3=0.2", "L1.H2")):
+        HeadProfile(name=name, fingerprint=fp, scope=Scope(level=level), k=1, positive=parse_heads(pos),
+                    negative=parse_heads(neg), provenance=Provenance(method="test", tool_version="0",
+                                                                     created=now_iso())).save(tmp_path / f"{name}.json")
+        dirs[level] = write_strategies(tmp_path / f"{name}.json", tmp_path / f"st-{name}").parent
+    served = [f"{n}{s}" for n in ("att", "rel") for s in ("", "-wo-negative", "-wo-positive", "-random-remove")]
+    with FakeOpenAI(scripted, profiles=served) as fake:
+        code = main(["eval", "gqa", "--base-url", fake.url, "--model", MODEL, "--data", str(FIXTURE / "gqa"),
+                     "--images", str(FIXTURE / "images"), "--out", str(tmp_path / "out"), "--no-progress",
+                     "--strategies", f"attribute={dirs['attribute']}", "--strategies", f"relation={dirs['relation']}",
+                     "--folds", "50", "--fold-size", "10"])
+        assert code == 0, capsys.readouterr()
+    asked = {(question_of(r), profile_of(r)) for r in fake.requests}
+    assert ("Is the circle red?", "att-wo-positive") in asked and ("Is the circle red?", "none") in asked
+    assert ("Is the circle above the square?", "rel-random-remove") in asked
+    assert not any(p.startswith("rel") for q, p in asked if q == "Is the circle red?")
+    assert not any(p.startswith("att") for q, p in asked if "left of" in q or "above" in q or "right of" in q)
+    assert len(fake.requests) == 5 * 5  # 5 questions (2 attribute + 3 relation) x 5 strategies; animal left out
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert rep["data"]["excluded"] == {"level not in --strategies (attribute, relation)": 2}
+    arms = {a["label"]: a for a in rep["arms"]}
+    assert arms["rescaling"]["by_level"] == {"attribute": "att", "relation": "rel"}
+    assert arms["original"]["profile"] == "none" and arms["original"]["by_level"] is None
+    assert set(rep["significance"]["categories"]) == {"attribute", "relation", "Overall"}
+    preds = [json.loads(x) for x in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert {p["profile"] for p in preds if p["label"] == "w/o negative"} == {"att-wo-negative", "rel-wo-negative"}
+    assert main(["eval", "gqa", "--base-url", fake.url, "--model", MODEL, "--data", str(FIXTURE / "gqa"),
+                 "--strategies", f"colour={dirs['attribute']}"]) == 1
+    assert "level must be attribute, object or relation" in capsys.readouterr().err

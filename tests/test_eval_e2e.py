@@ -36,6 +36,7 @@ def served(tiny_llava_dir, tmp_path_factory):
     cal.save(work / "cal.json")
     assert main(["eval", "strategies", str(work / "cal.json"), "--out", str(work / "st")]) == 0
     files = sorted(p for p in (work / "st").glob("*.json") if p.name != "strategies.json")
+    # eager mode starts faster; compiled execution with profiles is the serve tests' business
     argv = [sys.executable, "-m", "serve.cli", str(tiny_llava_dir), *[a for f in files for a in ("--head-profile", str(f))],
             "--served-model-name", SERVED, "--enforce-eager", "--port", "{port}", "--host", "127.0.0.1", *CPU_TEST_FLAGS]
     with running_server(argv) as (base, _log):
