@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from calibrate.counterfactual import Counterfactual, CounterfactualError, LLMUnavailable
+from calibrate.counterfactual import Counterfactual, CounterfactualError, LLMUnavailable, changed_span
 from calibrate.editors import EditError, Editor, choose_editor, masks_for
 from calibrate.masks import save_mask
 from calibrate.quality import REASONS, Thresholds, assess
@@ -50,12 +50,16 @@ def dataset_counterfactual(record: VQARecord) -> Counterfactual | None:
     question = meta.get("counterfactual")
     if not isinstance(question, str) or not question:
         return None
-    edit = meta.get("edit") or {}
+    try:
+        old, new = changed_span(record.question, question)
+        source, target = (old, new) if record.answer == "yes" else (new, old)
+    except CounterfactualError:
+        source = target = None
     return Counterfactual(
         question=question,
         level=record.level or "",
-        source=str(edit.get("from")) if isinstance(edit, dict) and edit.get("from") is not None else None,
-        target=str(edit.get("to")) if isinstance(edit, dict) and edit.get("to") is not None else None,
+        source=source,
+        target=target,
         prompt=question,
         method="dataset",
     )
