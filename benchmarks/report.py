@@ -126,7 +126,7 @@ def bar_chart(report: dict, path: pathlib.Path) -> pathlib.Path:
         cols += [c for c in row if c not in cols]
     x = np.arange(len(cols))
     width = 0.8 / max(1, len(labels))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(cols) + 2), 3.6), dpi=110)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(cols) + 2) + 2.0, 3.6), dpi=110)
     for i, lb in enumerate(labels):
         vals = [100 * head[lb][c] if head[lb].get(c) is not None else 0.0 for c in cols]
         ax.bar(x - 0.4 + width * (i + 0.5), vals, width, label=lb)
@@ -134,7 +134,7 @@ def bar_chart(report: dict, path: pathlib.Path) -> pathlib.Path:
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_title(f"{report['task']} — {report['model']}", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

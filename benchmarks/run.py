@@ -200,8 +200,11 @@ def evaluate(cfg: EvalConfig, records, family, data_info: dict | None = None) ->
     metrics = {arm.label: mod.metrics(answers[arm.label]) for arm in cfg.arms}
     significance = None
     if cfg.reference is not None and len(cfg.arms) > 1:
+        paired = paired_correctness(answers, mod.bootstrap_category)
+        order = list(mod.headline(metrics[cfg.arms[0].label]))  # the task's own category order
+        paired = dict(sorted(paired.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
         significance = bootstrap(
-            paired_correctness(answers, mod.bootstrap_category),
+            paired,
             reference=cfg.reference,
             baselines=[a.label for a in cfg.arms if a.label != cfg.reference],
             folds=cfg.folds, fold_size=cfg.fold_size, seed=cfg.seed)

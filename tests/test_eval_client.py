@@ -508,3 +508,31 @@ def test_cli_gqa_strategies_per_level(tmp_path, capsys):
     assert main(["eval", "gqa", "--base-url", fake.url, "--model", MODEL, "--data", str(FIXTURE / "gqa"),
                  "--strategies", f"colour={dirs['attribute']}"]) == 1
     assert "level must be attribute, object or relation" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path):
+    """SIGINT to `vseam eval`: exit 130 with a resume hint; the same command then asks only the rest."""
+    argv = [sys.executable, "-m", "vseam.cli", "eval", "pope", "--model", MODEL, "--data", str(FIXTURE),
+            "--images", str(FIXTURE / "images"), "--out", str(tmp_path / "out"), "--profile", "good",
+            "--concurrency", "1", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parents[1])}
+    with FakeOpenAI(truthful, profiles=["good"], delay=0.2) as fake:
+        proc = subprocess.Popen(argv + ["--base-url", fake.url], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        cache_file = tmp_path / "out" / "responses.jsonl"
+        deadline = time.time() + 120
+        while not (cache_file.exists() and len(cache_file.read_text().splitlines()) >= 3):
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() is not None else ""
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 130, out
+        assert "interrupted: answers so far are cached" in out
+        done = len(cache_file.read_text().splitlines())
+        first = len(fake.requests)
+        assert 3 <= done < UNIQUE
+        again = subprocess.run(argv + ["--base-url", fake.url], env=env, capture_output=True, text=True,
+                               timeout=120)
+        assert again.returncode == 0, again.stdout + again.stderr
+    assert len(fake.requests) - first == UNIQUE - done
+    assert f"({UNIQUE - done} asked, {done} from cache, 0 failed)" in again.stdout
