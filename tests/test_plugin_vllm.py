@@ -6,6 +6,7 @@ One server per class (class-scoped, so only one runs at a time):
   per-request, --tensor-parallel-size 2   — fidelity (profiles have heads on both ranks)
   static --fold 'colors', compiled        — fidelity, requests cannot choose
   static --fold 'where', TP 2, eager      — fidelity (folding a sharded o_proj)
+  InstructBLIP, per-request               — fidelity (the same patch on vseam's out-of-tree model)
 """
 
 from __future__ import annotations
@@ -290,3 +291,36 @@ class TestStaticFold:
         with running_server(argv, env=TP2_ENV, timeout=900) as (base, log):
             check_fidelity(base, engine, model, reference, {None: "where"})
             assert log.read_text().count("folded profile 'where' into o_proj of 2 layers") == 2  # both ranks
+
+
+# ---- InstructBLIP (vseam's out-of-tree vLLM model, whose language model is vLLM's Llama) --------------------------
+
+
+class TestInstructBlip:
+    def test_per_request_fidelity(self, tiny_instructblip_dir, tmp_path_factory):
+        from vseam.engine import HeadEngine
+
+        model = str(tiny_instructblip_dir)
+        out = tmp_path_factory.mktemp("ib-profiles")
+        files = {name: write_profile(tiny_instructblip_dir, out, name, *spec) for name, spec in PROFILES.items()}
+        engine = HeadEngine.from_pretrained(model)
+        try:
+            cache = {}
+
+            def ref(profile, seed, text):
+                from head_profiles import load_profile
+                from vseam.engine import HeadEdits
+
+                if (profile, seed, text) not in cache:
+                    edits = None if profile == "none" else HeadEdits.from_scales(load_profile(files[profile]).scales(), 1)
+                    batch = engine.encode([random_image(seed)], [text])
+                    cache[profile, seed, text] = engine.next_token_logprobs(batch, edits)[0]
+                return cache[profile, seed, text]
+
+            for seed, q in CASES:
+                text = engine.family.binary_text(q)
+                assert float((ref("where", seed, text) - ref("none", seed, text)).abs().max()) > 1000 * TOL
+            with running_server(vseam_serve(model, files.values()), timeout=900) as (base, _):
+                check_fidelity(base, engine, model, ref, {"none": "none", "colors": "colors", "where": "where"})
+        finally:
+            engine.close()
