@@ -162,3 +162,20 @@ def test_every_word_of_the_world_is_one_token():
     for w in words:
         ids = tok("Is the " + w, add_special_tokens=False)["input_ids"]
         assert len(ids) == len(base) + 1, w
+
+
+def test_registered_as_dataset_shapes(tmp_path):
+    """`--dataset shapes` goes through the shared registry: the split is `--data`, selection options apply."""
+    from calibrate.datasets import available, load_dataset
+    from vseam.errors import UserError
+
+    assert "shapes" in available()
+    res = load_dataset("shapes", path="test", images=str(tmp_path), size=28, limit=14, seed=3)
+    assert len(res.records) == 14 and all(r.qid.startswith("shapes-test-") for r in res.records)
+    assert collections.Counter(r.subtype for r in res.records) == {s: 2 for s in SUBTYPES}
+    direct = {r.qid: r for r in S.load_shapes("test", limit=28, images=tmp_path)}
+    assert all(direct[r.qid] == r for r in res.records)
+    calib = load_dataset("shapes", images=str(tmp_path), size=7).records
+    assert [r.meta["split"] for r in calib] == ["calib"] * 7
+    with pytest.raises(UserError, match="must be one of"):
+        load_dataset("shapes", path="holdout", images=str(tmp_path))

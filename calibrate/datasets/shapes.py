@@ -42,8 +42,10 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from calibrate.datasets import LoadResult, register_dataset
 from calibrate.records import Box, EditedPair, VQARecord
 from head_profiles import SUBTYPES
+from vseam.errors import UserError
 
 DATASET = "shapes"
 #: bumped whenever rendering or question generation changes (part of the image cache key)
@@ -673,6 +675,37 @@ def load_shapes(
         keep = sorted(rng.choice(len(records), size=max(1, int(round(fraction * len(records)))), replace=False))
         records = [records[k] for k in keep]
     return records
+
+
+@register_dataset(DATASET)
+def load_shapes_dataset(
+    path: str | None = None,
+    *,
+    images: str | pathlib.Path | None = None,
+    split: str | None = None,
+    size: int | str | None = None,
+    world_seed: int | str = 0,
+) -> LoadResult:
+    """`--dataset shapes`: a split of the synthetic world, rendered into `images` (default: the vseam cache).
+
+    path (`--data`):  the split name — calib (default; for calibration), test (held out: evaluation and the
+                      model card), val (checkpoint selection while training) or train
+    split:            the same, as a `--dataset-option split=...`
+    size:             records generated for the split (default 700 = 100 per subtype; the shared --limit /
+                      --fraction / --subtypes options then select from them)
+    world_seed:       generator seed (a different world sample with the same vocabulary)
+    """
+    name = split or (str(path) if path is not None else "calib")
+    name = pathlib.Path(name).name if name not in SPLIT_SEEDS else name
+    if name not in SPLIT_SEEDS:
+        raise UserError(f"shapes: --data/split must be one of {', '.join(SPLIT_SEEDS)} (the world's splits), got {path or split!r}")
+    try:
+        n = int(size) if size is not None else DEFAULT_SPLIT_SIZE.get(name, 700)
+        seed = int(world_seed)
+    except ValueError as e:
+        raise UserError(f"shapes: size and world_seed must be integers ({e})") from None
+    records = [make_record(name, i, seed, images) for i in range(n)]
+    return LoadResult(records=records, source=f"shapes ({name}, {n} records, world v{WORLD_VERSION}, seed {seed})")
 
 
 def scene_of(record: VQARecord) -> Scene:
