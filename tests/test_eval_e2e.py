@@ -151,3 +151,29 @@ def test_free_replies_and_errors(served, capsys):
     assert main(eval_argv(base, work / "bad", "--profile", "nonexistent")) == 1
     err = capsys.readouterr().err
     assert "--profile nonexistent: not selectable" in err and "cal-wo-negative" in err
+
+
+def test_eval_requests_are_tokenized_like_the_hf_prompt(served, tiny_llava_dir):
+    """The chat requests `vseam eval` sends render, on the server, to exactly the HF processor's Table-8 prompt."""
+    import httpx
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from benchmarks import cocoqa, pope
+    from benchmarks.client import build_messages, image_data_url
+    from calibrate.records import VQARecord
+    from vseam.families import FAMILIES
+
+    base, _ = served
+    family = FAMILIES["llava"]
+    processor = AutoProcessor.from_pretrained(str(tiny_llava_dir))
+    image = FIXTURE / "images" / "shapes_0002.png"
+    rec = VQARecord(qid="q", dataset="x", question="Is there a star in the image?", answer="yes", image=str(image))
+    for mod in (pope, cocoqa):
+        prompt = mod.prompt(family, rec)
+        r = httpx.post(f"{base}/tokenize", json={"model": SERVED, "messages": build_messages(family, prompt, image_data_url(image)),
+                                                 "add_generation_prompt": True, **family.chat_extra_body}, timeout=60)
+        assert r.status_code == 200, r.text
+        text = family.render_prompt(processor, prompt.text, prompt.system)
+        want = processor(images=Image.open(image).convert("RGB"), text=text, return_tensors="pt")["input_ids"][0]
+        assert r.json()["tokens"] == want.tolist(), (mod.NAME, text)

@@ -155,3 +155,23 @@ def test_report_files(tmp_path):
 
     with Image.open(paths["chart"]) as im:
         assert im.size[0] > 300 and im.size[1] > 200
+
+
+def test_tasks_select_the_released_data(shared_data):
+    """On the real released files: COCO-QA drops the number type, GQA keeps all seven binary subtypes."""
+    from collections import Counter
+
+    from benchmarks.run import load_records
+
+    cq, excluded, _ = load_records("cocoqa", [str(shared_data / "vseam-cocoqa")], None)
+    assert {r.subtype for r in cq} == {"color", "location"}  # the release has no object CSV
+    assert excluded == {"number (excluded as in the paper)": 5711}
+    g, excluded, _ = load_records("gqa", [str(shared_data / "vseam-gqa")], None)
+    counts = Counter(r.subtype for r in g)
+    assert set(counts) == {"color", "material", "animal", "vehicle", "indoor", "spatial", "action"}
+    assert not excluded and all(r.answer in ("yes", "no") for r in g)
+    small, _, _ = load_records("gqa", [str(shared_data / "vseam-gqa")], None, limit=70, seed=1)
+    assert len(small) == 70 and Counter(r.subtype for r in small) == {s: 10 for s in counts}
+    pope_recs, _, skipped = load_records("pope", [str(shared_data / "pope")], None)
+    assert len(pope_recs) == 9000 and Counter(r.subtype for r in pope_recs) == {
+        "random": 3000, "popular": 3000, "adversarial": 3000}
