@@ -24,6 +24,8 @@ from calibrate.masks import (
 from calibrate.records import Box
 from vseam.errors import UserError
 
+pytestmark = pytest.mark.slow  # SAM on real photos
+
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 OBJECTS = json.loads((FIXTURES / "photo_objects.json").read_text())
 
