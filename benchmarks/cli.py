@@ -64,10 +64,13 @@ def cmd_eval(args) -> int:
         progress=False if args.no_progress else None, check_server=not args.skip_check, refresh=args.refresh,
     )
     subtypes = getattr(args, "subtypes", None)
+    from calibrate.cli import dataset_options
+
     options = {"scene_graphs": getattr(args, "scene_graphs", None),
                "subtypes": [t.strip() for t in subtypes.split(",") if t.strip()] if subtypes else None}
+    options |= dataset_options(argparse.Namespace(dataset_option=args.dataset_option))
     records, excluded, skipped = load_records(args.task, args.data, args.images, limit=args.limit, seed=args.seed,
-                                              **options)
+                                              dataset=getattr(args, "dataset", None), **options)
     for reason, info in skipped.items():
         print(f"skipped {info['count']} questions ({reason}), e.g. {', '.join(info['examples'])}", file=sys.stderr)
     if levels is not None:
@@ -124,11 +127,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         t.add_argument("--profile-via", choices=["xargs", "model"], default="xargs",
                        help="pick the profile by vllm_xargs (default) or by model name MODEL:NAME")
         t.add_argument("--family", default="auto", help="model family (llava, instructblip); default: ask the server")
-        t.add_argument("--data", action="append", required=True, help="dataset file or directory (repeatable)")
+        t.add_argument("--data", action="append", required=True,
+                       help="dataset file or directory (repeatable; for --dataset shapes the split name)")
         t.add_argument("--images", help="directory the dataset's image names are relative to")
         if task == "gqa":
+            t.add_argument("--dataset", default="gqa", choices=["gqa", "shapes"],
+                           help="gqa (official files or V-SEAM subsets) or shapes (the synthetic world; --data "
+                                "names the split, e.g. test)")
             t.add_argument("--scene-graphs", help="official *_sceneGraphs.json (optional)")
             t.add_argument("--subtypes", help="comma-separated subtypes to evaluate (default: all seven)")
+        t.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="extra loader option (repeatable), e.g. format=official, size=70 for shapes")
         t.add_argument("--limit", type=int, help="evaluate at most this many records")
         t.add_argument("--out", help=f"output directory (default vseam-eval/{task})")
         t.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")

@@ -18,6 +18,8 @@ from benchmarks.task import Answer, Prompt, accuracy_block, by_category, mean_or
 
 NAME = "gqa"
 DATASET = "gqa"
+#: datasets with the same seven binary subtypes: GQA itself and the synthetic `shapes` world (`--dataset shapes`)
+DATASETS = ("gqa", "shapes")
 ALL, AVG = "all", "avg"
 MAX_TOKENS = 8
 SEMANTIC_LEVELS = tuple(lv for lv in LEVELS if lv != "all")

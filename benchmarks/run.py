@@ -97,21 +97,25 @@ def task_module(name: str):
 
 
 def load_records(task: str, data: Sequence[str], images: str | None, limit: int | None = None, seed: int = 0,
-                 **options):
+                 dataset: str | None = None, **options):
     """Records of `task` from the dataset files or directories (via `calibrate.datasets`).
 
     Returns (records, excluded, skipped): what the task evaluates, what the task leaves out by reason (e.g. COCO-QA's
     number type), and what the loader could not use by reason (malformed entries, missing images).
     `limit` applies to the union of all `data` paths (seeded, stratified by subtype); `options` go to the loader.
+    `dataset` reads another registered dataset of the same shape (GQA's seven subtypes from the `shapes` world).
     """
     from calibrate.datasets import LoadResult, load_dataset, select_records
 
     mod = task_module(task)
     if not data:
         raise UserError("--data: give at least one dataset file or directory")
-    merged = LoadResult(records=[], source=mod.DATASET)
+    name = dataset or mod.DATASET
+    if name not in getattr(mod, "DATASETS", (mod.DATASET,)):
+        raise UserError(f"--dataset {name}: {task} reads {', '.join(getattr(mod, 'DATASETS', (mod.DATASET,)))}")
+    merged = LoadResult(records=[], source=name)
     for path in data:
-        merged.merge(load_dataset(mod.DATASET, path=path, images=images, seed=seed,
+        merged.merge(load_dataset(name, path=path, images=images, seed=seed,
                                   **{k: v for k, v in options.items() if v is not None}))
     kept, excluded = mod.select(merged.records)
     merged.records = kept

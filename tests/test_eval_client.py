@@ -536,3 +536,22 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path):
         assert again.returncode == 0, again.stdout + again.stderr
     assert len(fake.requests) - first == UNIQUE - done
     assert f"({UNIQUE - done} asked, {done} from cache, 0 failed)" in again.stdout
+
+
+def test_cli_gqa_on_the_shapes_world(tmp_path, capsys):
+    """`--dataset shapes` evaluates the seven subtypes on the synthetic world (what the model organism knows)."""
+    from vseam.cli import main
+
+    with FakeOpenAI(lambda body, attempt: (200, "Yes"), profiles=[]) as fake:
+        code = main(["eval", "gqa", "--dataset", "shapes", "--base-url", fake.url, "--model", MODEL, "--data", "test",
+                     "--family", "llava", "--images", str(tmp_path / "img"), "--dataset-option", "size=28", "--out", str(tmp_path / "out"),
+                     "--no-progress"])
+        assert code == 0, capsys.readouterr()
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    preds = [json.loads(x) for x in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == len(fake.requests) == 28
+    m = rep["metrics"]["none"]
+    assert set(m["subtypes"]) == {"color", "material", "animal", "vehicle", "indoor", "spatial", "action"}
+    for st, v in m["subtypes"].items():  # answering "Yes" to everything scores the share of yes questions
+        gold = [p["gold"] for p in preds if p["category"] == st]
+        assert v["n"] == 4 and v["accuracy"] == pytest.approx(gold.count("yes") / len(gold))
