@@ -354,39 +354,45 @@ def run_patching(patcher, triples: Sequence[Triple], run: Run, limit: int, per_s
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True, help="dataset name (gqa, shapes, ...) as registered in calibrate.datasets")
-    p.add_argument("--data", help="dataset files (directory or file); default: the loader's default location")
-    p.add_argument("--images", help="images directory, when the dataset keeps images apart from its question files")
-    p.add_argument(
-        "--model", required=True,
-        help="llava | instructblip (the hub models, from the local HF cache) or a checkpoint directory",
-    )
-    p.add_argument("--out", help="run directory (created, or resumed); default runs/<dataset>-<model>")
-    p.add_argument("--triples", help="skip stage 1: a triples.jsonl (e.g. from another run) to attribute")
-    p.add_argument("--limit", type=int, help="stage 1: use at most this many dataset records")
-    p.add_argument("--fraction", type=float, default=1.0, help="stage 2: attribute a random fraction of the triples")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
+    """Stage 1's dataset and editing flags (shared with `vseam edit`) plus the stage-2 flags."""
+    from calibrate.cli import add_dataset_arguments, add_edit_arguments
+
+    add_dataset_arguments(p)
+    add_edit_arguments(p)
+    for action in p._actions:  # the same flags mean slightly different things here
+        if action.dest == "model":
+            action.required = True
+            action.help = ("llava | instructblip (the hub models, from the local HF cache) or a checkpoint "
+                           "directory; also scores edit drift in the quality gate")
+        elif action.dest == "fraction":
+            action.default = 1.0
+            action.help = "stage 2: attribute a seeded random fraction of the Eq-4 triples (Table 4 studies)"
+        elif action.dest == "seed":
+            action.help = "seed of the record sampling and of --fraction (default 0)"
+    g = p.add_argument_group("stage 2: patching, head attribution, profiles")
+    g.add_argument("--out", help="run directory (created, or resumed); default runs/<dataset>-<model>")
+    g.add_argument("--triples", help="skip stage 1: a triples.jsonl (e.g. from another run) to attribute")
+    g.add_argument(
         "--method", default="auto", choices=["auto", "exact", "atp", "naive"],
         help=f"head attribution: exact engine, AtP screen (+ --refine), naive loop; auto = exact up to "
         f"{AUTO_EXACT_MAX_HEADS} heads, else atp",
     )
-    p.add_argument("--refine", type=int, help="atp: re-score the top N heads per set and group exactly (default 3K; 0 = off)")
-    p.add_argument("--k", "-k", type=int, default=10, help="top-K positive and negative heads per profile")
-    p.add_argument("--batch", type=int, default=4, help="triples per attribution batch")
-    p.add_argument("--max-rows", type=int, default=32,
+    g.add_argument("--refine", type=int, help="atp: re-score the top N heads per set and group exactly (default 3K; 0 = off)")
+    g.add_argument("--k", "-k", type=int, default=10, help="top-K positive and negative heads per profile")
+    g.add_argument("--batch", type=int, default=4, help="triples per attribution batch")
+    g.add_argument("--max-rows", type=int, default=32,
                    help="rows (input x ablated head, or patched position) per replay batch; lower it to save memory")
-    p.add_argument("--patching", type=int, default=16, help="activation-patch this many triples (0 = skip)")
-    p.add_argument("--name-prefix", help="profile names are <prefix>-<level>; default: the dataset name")
-    p.add_argument("--per-subtype", action="store_true", help="also write one profile per subtype (Table 13)")
-    p.add_argument("--overlap-triples", type=int, default=32, help="triples used for the head/bbox overlap table")
-    p.add_argument(
+    g.add_argument("--patching", type=int, default=16, help="activation-patch this many triples (0 = skip)")
+    g.add_argument("--name-prefix", help="profile names are <prefix>-<level>; default: the dataset name")
+    g.add_argument("--per-subtype", action="store_true", help="also write one profile per subtype (Table 13)")
+    g.add_argument("--overlap-triples", type=int, default=32, help="triples used for the head/bbox overlap table")
+    g.add_argument(
         "--no-eq4-filter", action="store_true",
         help="debugging: keep every edited pair as a triple, even when the edit does not flip the model",
     )
-    p.add_argument("--restart", action="store_true", help="discard the run dir's recorded results and start over")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    g.add_argument("--restart", action="store_true", help="discard the run dir's recorded results and start over")
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
 
 
 def resolve_model(model: str) -> tuple[pathlib.Path, str]:
@@ -455,7 +461,7 @@ def cmd_calibrate(args) -> int:
         all_triples = load_triples(args.triples)
         stage1 = {"source": str(args.triples), "triples": len(all_triples)}
     else:
-        all_triples, stage1 = run_stage1(args, run, engine, say)
+        all_triples, stage1 = run_stage1(args, run, engine, model_dir, say)
     timings["stage1_s"] = time.time() - t0
     triples = subsample(all_triples, cfg.fraction, cfg.seed)
     from calibrate.records import write_jsonl
@@ -533,9 +539,54 @@ def _subtype_counts(triples: Sequence[Triple]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-def run_stage1(args, run: Run, engine, say) -> tuple[list[Triple], dict]:
-    """Stage 1 (issue 5): dataset -> edited pairs -> Eq-4 triples, resumable under run/stage1."""
-    raise UserError("stage 1 (calibrate.datasets / calibrate.edit / calibrate.select) is not available; pass --triples")
+def run_stage1(args, run: Run, engine, model_dir: pathlib.Path, say) -> tuple[list[Triple], dict]:
+    """Stage 1 (issue 5): dataset -> counterfactual questions, masks, edits, quality gate -> Eq-4 triples.
+
+    Runs `calibrate.edit.EditJob` into <run>/stage1/edits and `calibrate.select` into <run>/stage1/triples (both
+    resumable run dirs of their own). The quality gate's feature-drift check uses the calibrated model's own
+    vision tower (the engine already loaded). `--fraction` is left to stage 2.
+    """
+    from calibrate.cli import edit_job_from_args
+    from calibrate.quality import VisionFeatures
+    from calibrate.select import score_pairs, select_triples, selection_run
+
+    edit_args = argparse.Namespace(**{**vars(args), "fraction": None, "model": None})
+    job, loaded = edit_job_from_args(edit_args, run.path / "stage1" / "edits",
+                                     extra_config={"vision_model": str(model_dir.resolve())})
+    job.features = VisionFeatures.from_engine(engine)
+    say(loaded.summary())
+    if not loaded.records:
+        raise UserError(f"dataset {args.dataset}: no usable records ({loaded.summary()})")
+    summary = job.run_all(loaded.records)
+    say(summary.table())
+    wanted = {r.qid: i for i, r in enumerate(loaded.records)}
+    pairs = sorted((p for p in job.pairs() if p.record.qid in wanted), key=lambda p: wanted[p.record.qid])
+    sel_run = selection_run(run.path / "stage1" / "triples", model_dir, restart=args.restart)
+    if args.no_eq4_filter:
+        res = score_pairs(engine, pairs, sel_run.log("scores"), batch_size=8, progress=True)
+        triples = []
+        for key, p in zip(res["keys"], pairs):
+            if p.record.answer not in ("yes", "no"):
+                continue
+            sc, y = res["scores"][key], p.record.answer
+            pred = lambda role: "yes" if sc[f"p_yes_{role}"] >= sc[f"p_no_{role}"] else "no"  # noqa: E731
+            triples.append(Triple(p, float(sc[f"p_{y}_clean"]), float(sc[f"p_{y}_edited"]), pred("clean"), pred("edited")))
+        selection = {"eq4_filter": "off (--no-eq4-filter)", "pairs": len(pairs), "kept": len(triples)}
+        say(f"--no-eq4-filter: all {len(triples)} edited yes/no pairs are used as triples")
+    else:
+        triples, sel = select_triples(engine, pairs, cache=sel_run.log("scores"), batch_size=8)
+        say(sel.table())
+        selection = {"eq4_per_subtype": sel.per_subtype, "eq4_skipped": sel.skipped, "kept": sel.kept}
+    stage1 = {
+        "records": len(loaded.records),
+        "records_skipped": loaded.skipped,
+        "edits_accepted": summary.accepted,
+        "edits_rejected": summary.rejected,
+        "edits_pending": summary.pending,
+        "contact_sheet": summary.contact_sheet,
+        **selection,
+    }
+    return triples, stage1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -173,6 +173,28 @@ def _fmt(v, spec=".1f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _stage1_lines(stage1: dict) -> list[str]:
+    """Stage 1 counts: records, edits (accepted / rejected by reason), Eq-4 selection per subtype."""
+    out = []
+    if "source" in stage1:
+        return [f"- triples read from `{stage1['source']}`: {stage1.get('triples')}"]
+    out.append(f"- records: {stage1.get('records')}")
+    for reason, n in (stage1.get("records_skipped") or {}).items():
+        out.append(f"  - skipped {n}: {reason}")
+    out.append(f"- edits accepted: {stage1.get('edits_accepted')} (contact sheet: `{stage1.get('contact_sheet')}`)")
+    for key, label in (("edits_rejected", "rejected"), ("edits_pending", "pending")):
+        for reason, n in (stage1.get(key) or {}).items():
+            out.append(f"  - {label} {n}: {reason}")
+    per = stage1.get("eq4_per_subtype")
+    if per:
+        out += ["", "| subtype | edited pairs | clean answered right | Eq-4 triples |", "|---|---|---|---|"]
+        for sub, c in sorted(per.items()):
+            out.append(f"| {sub} | {c['pairs']} | {c['clean_correct']} | {c['kept']} |")
+    elif "eq4_filter" in stage1:
+        out.append(f"- Eq-4 filter {stage1['eq4_filter']}: {stage1.get('kept')} of {stage1.get('pairs')} pairs used")
+    return out
+
+
 def write_report(
     run, *, model: str, dataset: str, stage1: dict, counts: dict, scores: dict, profiles: Sequence[HeadProfile],
     paths: Sequence[pathlib.Path], patching: dict, overlap: dict, timings: dict, method: str, triples_total: int,
@@ -191,8 +213,7 @@ def write_report(
         "## Stage 1",
         "",
     ]
-    for k, v in stage1.items():
-        lines.append(f"- {k}: {v}")
+    lines += _stage1_lines(stage1)
     lines += ["", "## Inputs per profile group (Eq 7)", "", "| group | D_correct | D_incorrect | subtypes |", "|---|---|---|---|"]
     for g, (s, subtypes) in scores.items():
         lines.append(f"| {g} | {s.n_correct} | {s.n_incorrect} | {', '.join(subtypes) or '-'} |")
