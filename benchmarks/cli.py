@@ -11,42 +11,10 @@ from vseam.errors import UserError
 
 
 def _arms(args) -> tuple[list, str | None, list[str] | None]:
-    """The compared arms, the reference label, and the levels the arms cover (None: all levels)."""
-    from benchmarks.run import Arm
-    from benchmarks.strategies import RESCALING, read_manifest
+    """The compared arms, the reference label and the covered levels from --strategies/--profile/--reference."""
+    from benchmarks.run import arms_for
 
-    arms = []
-    reference = args.reference
-    levels = None
-    specs = args.strategies or []
-    per_level = [s for s in specs if "=" in s]
-    if per_level and len(per_level) != len(specs):
-        raise UserError("--strategies: give either one manifest, or one LEVEL=MANIFEST per level, not both")
-    if per_level:
-        manifests = {}
-        for spec in per_level:
-            level, path = spec.split("=", 1)
-            if level not in ("attribute", "object", "relation"):
-                raise UserError(f"--strategies {spec}: level must be attribute, object or relation")
-            if level in manifests:
-                raise UserError(f"--strategies: level {level} given twice")
-            manifests[level] = read_manifest(path)
-        labels = [s for s in next(iter(manifests.values())) if all(s in m for m in manifests.values())]
-        for s in labels:
-            by_level = {lv: m[s] for lv, m in manifests.items()}
-            names = set(by_level.values())
-            arms.append(Arm(label=s, profile=names.pop()) if names == {"none"} else
-                        Arm(label=s, profile="per level", by_level=by_level))
-        levels = list(manifests)
-    elif specs:
-        manifest = read_manifest(specs[0])
-        arms += [Arm(label=s, profile=p) for s, p in manifest.items()]
-        labels = list(manifest)
-    if specs and reference is None and RESCALING in labels:
-        reference = RESCALING
-    for p in args.profile or ([] if specs else ["none"]):
-        arms.append(Arm(label=p, profile=p))
-    return arms, reference, levels
+    return arms_for(args.strategies or [], args.profile, args.reference)
 
 
 def cmd_eval(args) -> int:

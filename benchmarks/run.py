@@ -89,6 +89,53 @@ class EvalConfig:
                 raise UserError(f"{flag} must be at least {least:g}, got {value}")
 
 
+def arms_for(strategies: Sequence[str] = (), profiles: Sequence[str] | None = None, reference: str | None = None
+             ) -> tuple[list[Arm], str | None, list[str] | None]:
+    """The arms of a run, its reference label, and the semantic levels the arms cover (None: all levels).
+
+    strategies: one manifest (file or directory from `vseam eval strategies`), or one LEVEL=MANIFEST per level
+                (each level edited with its own profile's strategies, as in Table 3)
+    profiles:   further single profiles to compare (default: only `none` when no strategies are given)
+    reference:  the label tested against all others (default: `rescaling` when strategies are given)
+    """
+    from benchmarks.strategies import RESCALING, read_manifest
+
+    arms: list[Arm] = []
+    levels = None
+    labels: list[str] = []
+    specs = list(strategies)
+    per_level = [s for s in specs if "=" in s]
+    if per_level and len(per_level) != len(specs):
+        raise UserError("--strategies: give either one manifest, or one LEVEL=MANIFEST per level, not both")
+    if len(specs) > 1 and not per_level:
+        raise UserError("--strategies: several manifests need a level each (attribute=..., object=..., relation=...)")
+    if per_level:
+        manifests = {}
+        for spec in per_level:
+            level, path = spec.split("=", 1)
+            if level not in ("attribute", "object", "relation"):
+                raise UserError(f"--strategies {spec}: level must be attribute, object or relation")
+            if level in manifests:
+                raise UserError(f"--strategies: level {level} given twice")
+            manifests[level] = read_manifest(path)
+        labels = [s for s in next(iter(manifests.values())) if all(s in m for m in manifests.values())]
+        for s in labels:
+            by_level = {lv: m[s] for lv, m in manifests.items()}
+            names = set(by_level.values())
+            arms.append(Arm(label=s, profile=names.pop()) if names == {"none"} else
+                        Arm(label=s, profile="per level", by_level=by_level))
+        levels = list(manifests)
+    elif specs:
+        manifest = read_manifest(specs[0])
+        arms += [Arm(label=s, profile=p) for s, p in manifest.items()]
+        labels = list(manifest)
+    if specs and reference is None and RESCALING in labels:
+        reference = RESCALING
+    for p in profiles or ([] if specs else ["none"]):
+        arms.append(Arm(label=p, profile=p))
+    return arms, reference, levels
+
+
 def task_module(name: str):
     try:
         return TASKS[name]
