@@ -3,11 +3,12 @@
 Binary answers (`parse_yes_no`) — the rules, applied in this order to the lower-cased reply:
 
  0. Clean-up: surrounding whitespace/newlines, quotes and markdown emphasis are dropped, and a leading role or
-    field label ("ASSISTANT:", "Answer:") is removed. Nothing left → unparsed.
+    field label ("ASSISTANT:", "Answer:") is removed. Nothing left → unparsed. Affirming idioms that contain a
+    negation word ("no doubt", "without a doubt", "undoubtedly") are read as "certainly".
  1. Both answers offered ("yes and no", "yes or no", "yes/no", "no or yes") → unparsed.
  2. A leading answer word decides: yes / yeah / yep / yup / yea / true / correct / affirmative → yes;
     no / nope / nah / false / incorrect / negative → no. Whatever follows does not change it ("No, there is not",
-    "Yes, but it is partly hidden"). The idiom "no doubt" at the start means yes.
+    "Yes, but it is partly hidden").
  3. Hedges anywhere → unparsed: "not sure", "cannot tell", "can't tell", "unclear", "don't know", "maybe",
     "possibly", "perhaps", "uncertain", "unknown", "it depends", "hard to say", "impossible to tell",
     "cannot be determined", "unanswerable", "n/a".
@@ -51,6 +52,8 @@ _NEGATION_WORDS = {"no", "not", "never", "none", "nothing", "nobody", "neither",
 _AFFIRM_WORDS = {"yes", "yeah", "yep", "yup", "true", "correct", "indeed", "certainly", "definitely", "absolutely",
                  "affirmative"}
 _AFFIRM_PHRASES = re.compile(r"\b(?:of course|i think so|i believe so)\b")
+#: idioms that affirm although they contain a negation word
+_CERTAINLY = re.compile(r"\b(?:no doubt|without (?:a |any )?doubt|undoubtedly|no question about it)\b")
 
 
 def clean_reply(text: str | None) -> str:
@@ -64,7 +67,7 @@ def clean_reply(text: str | None) -> str:
 
 def parse_yes_no(text: str | None) -> str | None:
     """"yes", "no", or None when the reply does not commit to either (see the module docstring for the rules)."""
-    t = clean_reply(text)
+    t = _CERTAINLY.sub("certainly", clean_reply(text))
     if not t:
         return None
     both = _BOTH.search(t)
@@ -74,8 +77,6 @@ def parse_yes_no(text: str | None) -> str | None:
     if not words:
         return None
     first = words[0]
-    if first == "no" and len(words) > 1 and words[1] == "doubt":
-        return YES
     if first in _LEADING_YES:
         return YES
     if first in _LEADING_NO:

@@ -32,6 +32,8 @@ YES_NO_TABLE = [
     ("Correct.", "yes", "leading affirmation"),
     ("False", "no", "leading negation"),
     ("No doubt, it is a dog.", "yes", "idiom 'no doubt' means yes"),
+    ("Without a doubt.", "yes", "idiom 'without a doubt' means yes"),
+    ("No doubt it is not a dog.", "no", "idiom, then a negation"),
     ("No, no.", "no", "repeated answer is not ambiguous"),
     ("Yes and no.", None, "both answers"),
     ("Yes or no?", None, "both answers"),
