@@ -25,6 +25,7 @@ Weights load from the `Salesforce/instructblip-vicuna-7b` layout (`vision_model.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
@@ -253,8 +254,8 @@ class InstructBlipMultiModalProcessor(BaseMultiModalProcessor[InstructBlipProces
         # The Q-Former output depends on the instruction, so the instruction becomes a processor kwarg: vLLM then
         # includes it in the image item's hash (processor cache, encoder cache and prefix-cache keys).
         text = instruction_of(self.info.get_tokenizer(), inputs.prompt)
-        inputs.hf_processor_mm_kwargs = {**inputs.hf_processor_mm_kwargs, QFORMER_TEXT_KWARG: text}
-        return super().apply(inputs, timing_ctx)
+        kwargs = {**inputs.hf_processor_mm_kwargs, QFORMER_TEXT_KWARG: text}
+        return super().apply(dataclasses.replace(inputs, hf_processor_mm_kwargs=kwargs), timing_ctx)
 
     def _get_hf_mm_inputs(self, mm_items: MultiModalDataItems, hf_kwargs: Mapping[str, object]):
         hf_kwargs = dict(hf_kwargs)
