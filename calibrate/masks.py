@@ -89,7 +89,11 @@ def build_sam(checkpoint: str | os.PathLike | None = None, sam_type: str = "vit_
     if sam_type not in SAM_TYPES:
         raise UserError(f"--sam-type must be one of {', '.join(SAM_TYPES)}, got {sam_type!r}")
     if sam_type == "vit_t":
-        from mobile_sam import sam_model_registry
+        import warnings
+
+        with warnings.catch_warnings():  # mobile_sam uses deprecated timm paths and re-registers timm models
+            warnings.simplefilter("ignore")
+            from mobile_sam import sam_model_registry
 
         path = pathlib.Path(checkpoint) if checkpoint else fetch_mobile_sam()
     else:
