@@ -3,8 +3,9 @@
     .venv/bin/python -m benchmarks.calibration_speed [--model DIR] [--triples FILE] [--inputs N]
 
 Without --model it uses the toy model organism (`vseam/organism/weights`) if present, else builds a random tiny
-LLaVA (8 layers x 8 heads, hidden 256) in a temp dir. Without --triples the inputs are random images with
-binary questions. Each triple gives two inputs (clean and edited image, target = the clean answer), as in the
+LLaVA (8 layers x 8 heads, hidden 256) in a temp dir. Inputs (`--source`): --triples FILE, the shapes world
+(default with the organism: clean + exact counterfactual re-render of calibration records), or random images
+with binary questions. Each pair gives two inputs (clean and edited image, target = the clean answer), as in the
 calibration pipeline.
 
 Reported per method: heads scored per second (inputs x L x H / wall time, after one warm-up), the ratio to the
@@ -60,6 +61,24 @@ def synthetic_inputs(n: int, seed: int = 0):
     return images, questions, answers
 
 
+def shapes_inputs(n: int, tmp: pathlib.Path):
+    """Clean + exactly re-rendered edited image of the first shapes calibration records (no Eq-4 filter: the
+    inputs split into D_correct / D_incorrect by the model's own predictions, as in attribution)."""
+    from PIL import Image
+
+    from calibrate.datasets.shapes import exact_pair, load_shapes
+
+    images, questions, answers = [], [], []
+    for record in load_shapes("calib", limit=(n + 1) // 2, images=tmp / "shapes"):
+        pair = exact_pair(record, tmp / "shapes-edited")
+        for p in (pair.clean_image, pair.edited_image):
+            with Image.open(p) as im:
+                images.append(im.convert("RGB"))
+            questions.append(record.question)
+            answers.append(record.answer)
+    return images[:n], questions[:n], answers[:n]
+
+
 def triple_inputs(path: str, n: int):
     from PIL import Image
 
@@ -108,6 +127,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="checkpoint directory (default: organism, else a random 8x8 tiny LLaVA)")
     ap.add_argument("--triples", help="triples.jsonl (e.g. from a calibrate run dir); default: random inputs")
+    ap.add_argument("--source", choices=["random", "shapes", "triples"],
+                    help="inputs: random images, the shapes world (default with the organism), or --triples")
     ap.add_argument("--inputs", type=int, default=32, help="inputs for exact and AtP")
     ap.add_argument("--naive-inputs", type=int, default=2, help="inputs for the naive loop (a prefix)")
     ap.add_argument("--batch", type=int, default=16, help="inputs per batch for exact and AtP")
@@ -137,9 +158,15 @@ def main(argv=None) -> int:
         engine = HeadEngine.from_pretrained(str(model_dir))
         attributor = HeadAttributor(engine, max_rows=256)
         L, H = attributor.L, attributor.H
-        if args.triples:
+        source = args.source or ("triples" if args.triples else "shapes" if model_dir == ORGANISM else "random")
+        if source == "triples":
+            if not args.triples:
+                ap.error("--source triples needs --triples FILE")
             images, questions, answers = triple_inputs(args.triples, args.inputs)
             source = f"triples {args.triples}"
+        elif source == "shapes":
+            images, questions, answers = shapes_inputs(args.inputs, pathlib.Path(tmp))
+            source = "shapes world (calib split, exact counterfactual re-renders)"
         else:
             images, questions, answers = synthetic_inputs(args.inputs)
             source = "random images"
