@@ -200,7 +200,7 @@ def attribute_all(
         if all(k in log for k in keys):
             bar.update(len(chunk))
             continue
-        k_, images, questions, answers, meta = _inputs_of(chunk)
+        _, images, questions, answers, meta = _inputs_of(chunk)
         if heads is not None:
             base, delta = attributor.exact(images, questions, answers, heads=heads)
         else:
@@ -285,6 +285,8 @@ def write_profiles(
     from vseam import __version__
 
     written, reasons = [], []
+    for stale in sorted(run.path.joinpath("profiles").glob("*.json")):  # e.g. from before --restart
+        stale.unlink()
     for group, (s, subtypes) in scores.items():
         level = group.split("/")[0]
         name = f"{cfg.name_prefix}-{group.replace('/', '-')}"
