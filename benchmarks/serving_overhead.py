@@ -10,11 +10,14 @@ side, all with the same vLLM flags (fp32, default compiled mode):
   plain        `python -m vllm.entrypoints.openai.api_server` (the vseam plugin is installed but inert)
   static       `vseam serve --fold` with one profile folded into o_proj
   per-request  `vseam serve` with two profiles; requests pick none / profile A / profile B at random
+  plain-2      a second plain server, started last: plain-2 / plain is the noise floor between two identical
+               servers on this machine (--no-control drops it)
 
 Each round sends the same chat requests (image + binary question, greedy, `ignore_eos`, exactly --max-tokens
 new tokens each, --concurrency in flight) to every server in turn, rotating the order per round so background
 load hits all modes alike. Reported per mode: median requests/s and generated tokens/s over the rounds and the
-ratio to plain (targets: static >= 0.99, per-request >= 0.97). The last line is one JSON object with every figure.
+ratio to plain (targets: static >= 0.99, per-request >= 0.97), both of the medians and paired (per-round ratio,
+then the median). The last line is one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -164,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=96, help="requests per round and mode")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--vllm-arg", action="append", default=[], help="extra flag for all three servers")
+    ap.add_argument("--vllm-arg", action="append", default=[], help="extra flag for every server")
+    ap.add_argument("--no-control", action="store_true", help="skip the second plain server (noise floor)")
     args = ap.parse_args(argv)
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="vseam-serving-bench-"))
@@ -179,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         "per-request": [py, "-m", "serve.cli", str(model), *[a for p in profiles.values()
                                                               for a in ("--head-profile", str(p))], *common],
     }
-    choices = {"plain": None, "static": None, "per-request": ["none", *names]}
+    if not args.no_control:
+        argvs["plain-2"] = argvs["plain"]
+    choices = {"plain": None, "static": None, "per-request": ["none", *names], "plain-2": None}
     print(f"model {model}; logs in {work}", file=sys.stderr)
 
     times: dict[str, list[tuple[float, int]]] = {m: [] for m in argvs}
@@ -193,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(run_round(bases[mode], make_requests(str(model), args.concurrency, args.max_tokens,
                                                              choices[mode], seed=0), args.concurrency))
         for r in range(args.rounds):
-            order = modes[r % 3:] + modes[: r % 3]
+            order = modes[r % len(modes):] + modes[: r % len(modes)]
             for mode in order:
                 reqs = make_requests(str(model), args.requests, args.max_tokens, choices[mode], seed=r)
                 elapsed, tokens = asyncio.run(run_round(bases[mode], reqs, args.concurrency))
@@ -209,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         result["modes"][mode] = {"requests_per_s": statistics.median(rps), "tokens_per_s": statistics.median(tps),
                                  "requests_per_s_rounds": rps, "tokens_per_s_rounds": tps}
     plain = result["modes"]["plain"]
-    for mode in ("static", "per-request"):
+    for mode in [m for m in result["modes"] if m != "plain"]:
         m = result["modes"][mode]
         m["ratio_requests"] = m["requests_per_s"] / plain["requests_per_s"]
         m["ratio_tokens"] = m["tokens_per_s"] / plain["tokens_per_s"]
@@ -217,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         m["ratio_tokens_paired_median"] = statistics.median(
             a / b for a, b in zip(m["tokens_per_s_rounds"], plain["tokens_per_s_rounds"]))
     result["targets"] = {"static": 0.99, "per-request": 0.97}
+    if "plain-2" in result["modes"]:
+        result["noise_floor"] = abs(1 - result["modes"]["plain-2"]["ratio_tokens_paired_median"])
 
     print(f"\n{'mode':12s} {'req/s':>8s} {'tok/s':>9s} {'ratio':>7s} {'paired':>7s} target")
     for mode, m in result["modes"].items():
@@ -225,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         target = result["targets"].get(mode)
         mark = "" if target is None else (f">= {target} {'ok' if paired >= target else 'MISS'}")
         print(f"{mode:12s} {m['requests_per_s']:8.2f} {m['tokens_per_s']:9.1f} {ratio:7.3f} {paired:7.3f} {mark}")
+    if "noise_floor" in result:
+        print(f"noise floor between two identical plain servers: {result['noise_floor']:.3f}")
     print(json.dumps(result))
     return 0
 

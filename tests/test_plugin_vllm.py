@@ -146,6 +146,15 @@ class TestPerRequest:
             assert resp.model == model  # vLLM saw the plain model name
             assert first_token_error(resp.choices[0], reference(expect, seed, text)) <= TOL
 
+    def test_streaming_through_the_middleware(self, server, tiny_llava_dir, engine):
+        client = openai.OpenAI(base_url=f"{server}/v1", api_key="none")
+        text = engine.family.binary_text(QUESTIONS[4])
+        kw = request_kwargs(engine, str(tiny_llava_dir), 9, text, "where", max_tokens=4)
+        full = client.chat.completions.create(**kw).choices[0].message.content
+        kw.pop("logprobs"), kw.pop("top_logprobs")
+        chunks = list(client.chat.completions.create(**kw, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == full
+
     def test_prefix_cache_is_not_shared_across_profiles(self, server, tiny_llava_dir, engine, reference):
         """Same prompt under two profiles back to back: each equals its own HF result; KV is reused only within one."""
         client = openai.OpenAI(base_url=f"{server}/v1", api_key="none")
