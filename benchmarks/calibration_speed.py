@@ -1,6 +1,6 @@
 """Head-attribution speed: naive loop vs fast exact engine vs AtP screen, same model, same inputs, one run.
 
-    .venv/bin/python -m benchmarks.calibration_speed [--model DIR] [--triples FILE] [--inputs N]
+    .venv/bin/python -m benchmarks.calibration_speed [--model DIR] [--source shapes|random|triples] [--inputs N]
 
 Without --model it uses the toy model organism (`vseam/organism/weights`) if present, else builds a random tiny
 LLaVA (8 layers x 8 heads, hidden 256) in a temp dir. Inputs (`--source`): --triples FILE, the shapes world
@@ -8,10 +8,14 @@ LLaVA (8 layers x 8 heads, hidden 256) in a temp dir. Inputs (`--source`): --tri
 with binary questions. Each pair gives two inputs (clean and edited image, target = the clean answer), as in the
 calibration pipeline.
 
-Reported per method: heads scored per second (inputs x L x H / wall time, after one warm-up), the ratio to the
-naive loop, and for AtP the overlap of its top-10 positive (−c_correct) and negative (c_incorrect) heads with the
-exact engine's, and the same after an exact refine of its top-30 candidates. The naive loop runs on a subset of
-the inputs (it is slow); on that subset the exact engine's Δp must equal the naive loop's (max |diff| reported).
+Timing: after one warm-up of each method, `--rounds` rounds each run the naive loop on one input (all heads, one
+forward per head), the exact engine on one batch of `--batch` inputs and AtP on the same batch, interleaved so
+that load from other processes hits all three alike. Heads scored per second = inputs x L x H / time, from wall
+time and from this process's CPU time; ratios are to the naive loop. Quality: the exact engine's Δp equals the
+naive loop's on the naive inputs (max |diff|), and AtP's top-10 positive (−c_correct) and negative (c_incorrect)
+heads over all inputs are compared with the exact engine's, also after an exact refine of AtP's top-30.
+Timing uses one torch thread by default (`--threads`): with two, batch-1 forwards of the naive loop spend most of
+their time waiting for the other thread whenever other processes share the cores, which inflates every ratio.
 The last line is one JSON object with every figure.
 """
 
@@ -96,27 +100,23 @@ def triple_inputs(path: str, n: int):
     return images[:n], questions[:n], answers[:n]
 
 
-def timed(fn, *args, repeat: int = 1, warm=None, **kw):
-    if warm is not None:
-        warm()
-    else:
-        fn(*args, **kw)  # warm-up
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
+class Clock:
+    """Accumulated wall and CPU seconds and heads scored for one method."""
+
+    def __init__(self):
+        self.wall = self.cpu = 0.0
+        self.heads = 0
+
+    def run(self, heads: int, fn, *args, **kw):
+        w, c = time.perf_counter(), time.process_time()
         out = fn(*args, **kw)
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        self.wall += time.perf_counter() - w
+        self.cpu += time.process_time() - c
+        self.heads += heads
+        return out
 
-
-def batched(fn, images, questions, answers, batch):
-    bases, deltas = [], []
-    for i in range(0, len(images), batch):
-        b, d = fn(images[i : i + batch], questions[i : i + batch], answers[i : i + batch])
-        bases.append(b)
-        deltas.append(d)
-    correct = np.concatenate([b.correct for b in bases])
-    return correct, np.concatenate(deltas)
+    def rate(self, kind: str) -> float:
+        return self.heads / max(getattr(self, kind), 1e-12)
 
 
 def overlap(a: list, b: list) -> int:
@@ -126,21 +126,22 @@ def overlap(a: list, b: list) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="checkpoint directory (default: organism, else a random 8x8 tiny LLaVA)")
-    ap.add_argument("--triples", help="triples.jsonl (e.g. from a calibrate run dir); default: random inputs")
+    ap.add_argument("--triples", help="triples.jsonl (e.g. from a calibrate run dir)")
     ap.add_argument("--source", choices=["random", "shapes", "triples"],
                     help="inputs: random images, the shapes world (default with the organism), or --triples")
-    ap.add_argument("--inputs", type=int, default=32, help="inputs for exact and AtP")
-    ap.add_argument("--naive-inputs", type=int, default=2, help="inputs for the naive loop (a prefix)")
+    ap.add_argument("--inputs", type=int, default=32, help="inputs scored by exact and AtP (for the overlap)")
     ap.add_argument("--batch", type=int, default=16, help="inputs per batch for exact and AtP")
-    ap.add_argument("--repeat", type=int, default=2, help="timed repetitions of exact and AtP (best is reported)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     ap.add_argument("--top", type=int, default=10)
     ap.add_argument("--refine", type=int, default=30)
-    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: on a shared machine, idle-waiting threads of batch-1 "
+                    "forwards distort the naive loop's time; 0 = torch's choice)")
     args = ap.parse_args(argv)
 
     import torch
 
-    if args.threads:
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
     from rich.console import Console
     from rich.table import Table
@@ -162,74 +163,95 @@ def main(argv=None) -> int:
         if source == "triples":
             if not args.triples:
                 ap.error("--source triples needs --triples FILE")
-            images, questions, answers = triple_inputs(args.triples, args.inputs)
+            images, questions, answers = triple_inputs(args.triples, max(args.inputs, args.batch))
             source = f"triples {args.triples}"
         elif source == "shapes":
-            images, questions, answers = shapes_inputs(args.inputs, pathlib.Path(tmp))
+            images, questions, answers = shapes_inputs(max(args.inputs, args.batch), pathlib.Path(tmp))
             source = "shapes world (calib split, exact counterfactual re-renders)"
         else:
-            images, questions, answers = synthetic_inputs(args.inputs)
+            images, questions, answers = synthetic_inputs(max(args.inputs, args.batch))
             source = "random images"
-        n = len(images)
-        m = min(args.naive_inputs, n)
+        n, b = len(images), min(args.batch, len(images))
 
-        warm = lambda: attributor.naive(images[:1], questions[:1], answers[:1], heads=[(0, 0), (L - 1, H - 1)])
-        t_naive, (b_naive, d_naive) = timed(attributor.naive, images[:m], questions[:m], answers[:m], warm=warm)
-        t_exact, (correct, d_exact) = timed(batched, attributor.exact, images, questions, answers, args.batch,
-                                            repeat=args.repeat)
-        t_atp, (correct_atp, d_atp) = timed(batched, attributor.atp, images, questions, answers, args.batch,
-                                            repeat=args.repeat)
-        fidelity = float(np.abs(d_exact[:m] - d_naive).max())
+        # quality: all inputs through exact and AtP; the naive loop on the first rounds' inputs
+        bases, exact_d, atp_d = [], [], []
+        for i in range(0, n, b):
+            sl = slice(i, i + b)
+            base, d = attributor.exact(images[sl], questions[sl], answers[sl])
+            bases.append(base.correct)
+            exact_d.append(d)
+            atp_d.append(attributor.atp(images[sl], questions[sl], answers[sl])[1])
+        correct, d_exact, d_atp = np.concatenate(bases), np.concatenate(exact_d), np.concatenate(atp_d)
 
-    hps = {"naive": m * L * H / t_naive, "exact": n * L * H / t_exact, "atp": n * L * H / t_atp}
+        # speed: interleaved rounds after a warm-up
+        clocks = {"naive": Clock(), "exact": Clock(), "atp": Clock()}
+        batch = (images[:b], questions[:b], answers[:b])
+        attributor.naive(images[:1], questions[:1], answers[:1], heads=[(0, 0)])
+        naive_d = []
+        for r in range(args.rounds):
+            j = r % n
+            naive_d.append(clocks["naive"].run(L * H, attributor.naive, images[j : j + 1], questions[j : j + 1],
+                                               answers[j : j + 1])[1][0])
+            clocks["exact"].run(b * L * H, attributor.exact, *batch)
+            clocks["atp"].run(b * L * H, attributor.atp, *batch)
+        fidelity = float(max(np.abs(d_exact[r % n] - naive_d[r]).max() for r in range(args.rounds)))
+
+    rates = {k: {"wall": c.rate("wall"), "cpu": c.rate("cpu")} for k, c in clocks.items()}
+    ratio = {k: {t: rates[k][t] / rates["naive"][t] for t in ("wall", "cpu")} for k in ("exact", "atp")}
     shape = (L, H)
     s_exact = aggregate(zip(correct, d_exact), shape)
-    s_atp = aggregate(zip(correct_atp, d_atp), shape)
+    s_atp = aggregate(zip(correct, d_atp), shape)
     k = args.top
 
-    def tops(s, sign_key):
-        if sign_key == "positive":
-            return top_heads(s.c_correct, k, sign=-1.0) if s.n_correct else []
-        return top_heads(s.c_incorrect, k, sign=1.0) if s.n_incorrect else []
+    def tops(s, which, count):
+        if which == "positive":
+            return top_heads(s.c_correct, count, sign=-1.0) if s.n_correct else []
+        return top_heads(s.c_incorrect, count, sign=1.0) if s.n_incorrect else []
 
     ov = {}
-    for key in ("positive", "negative"):
-        ex, at = tops(s_exact, key), tops(s_atp, key)
-        cands = (top_heads(s_atp.c_correct, args.refine, -1.0) if key == "positive" else
-                 top_heads(s_atp.c_incorrect, args.refine, 1.0)) if ex else []
-        refined = [h for h in ex if h in set(cands)]  # refine re-scores candidates exactly: keeps exact's order
-        ov[key] = {"exact_top": len(ex), "atp_overlap": overlap(ex, at), "refined_overlap": len(refined)}
-    flat = np.corrcoef(d_exact.ravel(), d_atp.ravel())[0, 1] if d_exact.std() > 0 else float("nan")
+    for which in ("positive", "negative"):
+        ex, at = tops(s_exact, which, k), tops(s_atp, which, k)
+        candidates = set(tops(s_atp, which, args.refine))
+        # refining re-scores the candidates exactly, so an exact top head survives iff it is a candidate
+        ov[which] = {"exact_top": len(ex), "atp_overlap": overlap(ex, at),
+                     "refined_overlap": sum(h in candidates for h in ex)}  # fmt: skip
+    corr = float(np.corrcoef(d_exact.ravel(), d_atp.ravel())[0, 1]) if d_exact.std() > 0 else float("nan")
 
     console = Console()
-    console.print(f"[bold]head attribution speed[/bold]: {model_label} ({L} layers x {H} heads), {source}")
-    console.print(f"inputs: {n} (naive loop: {m}), batch {args.batch}; D_correct {s_exact.n_correct}, "
-                  f"D_incorrect {s_exact.n_incorrect}; torch threads {torch.get_num_threads()}")
-    table = Table("method", "heads/s", "x naive", "wall s", "inputs")
-    for name, t, count in (("naive loop", t_naive, m), ("fast exact", t_exact, n), ("AtP screen", t_atp, n)):
-        key = name.split()[0].lower().replace("fast", "exact")
-        key = {"naive": "naive", "exact": "exact", "atp": "atp"}[key]
-        table.add_row(name, f"{hps[key]:,.0f}", f"{hps[key] / hps['naive']:.1f}", f"{t:.3f}", str(count))
+    console.print(f"[bold]head attribution speed[/bold]: {model_label} ({L} layers x {H} heads = {L * H}), {source}")
+    console.print(f"{n} inputs (D_correct {s_exact.n_correct}, D_incorrect {s_exact.n_incorrect}); timing: "
+                  f"{args.rounds} interleaved rounds of naive x 1 input, exact and AtP x {b} inputs; "
+                  f"torch threads {torch.get_num_threads()}")  # fmt: skip
+    table = Table("method", "heads/s (wall)", "x naive (wall)", "heads/s (CPU)", "x naive (CPU)", "wall s")
+    for key, label in (("naive", "naive loop"), ("exact", "fast exact"), ("atp", "AtP screen")):
+        rw = ratio.get(key, {"wall": 1.0, "cpu": 1.0})
+        table.add_row(label, f"{rates[key]['wall']:,.0f}", f"{rw['wall']:.1f}", f"{rates[key]['cpu']:,.0f}",
+                      f"{rw['cpu']:.1f}", f"{clocks[key].wall:.2f}")
     console.print(table)
-    console.print(f"exact vs naive max |Δp diff|: {fidelity:.2e}; AtP vs exact correlation of Δp: {flat:.3f}")
-    for key in ("positive", "negative"):
-        o = ov[key]
-        console.print(f"top-{k} {key}: AtP overlap {o['atp_overlap']}/{o['exact_top']}, "
-                      f"after exact refine of top {args.refine}: {o['refined_overlap']}/{o['exact_top']}")
+    console.print(f"exact vs naive: max |Δp diff| {fidelity:.1e}; AtP vs exact: correlation of Δp {corr:.3f}")
+    for which in ("positive", "negative"):
+        o = ov[which]
+        console.print(f"top-{k} {which}: AtP {o['atp_overlap']}/{o['exact_top']}, "
+                      f"after exact refine of AtP's top {args.refine}: {o['refined_overlap']}/{o['exact_top']}")
     doc = {
         "model": model_label,
         "layers": L,
         "heads": H,
         "inputs": n,
-        "naive_inputs": m,
-        "batch": args.batch,
+        "batch": b,
+        "rounds": args.rounds,
+        "threads": torch.get_num_threads(),
         "source": source,
-        "heads_per_s": {k_: round(v, 2) for k_, v in hps.items()},
-        "ratio_exact_vs_naive": round(hps["exact"] / hps["naive"], 2),
-        "ratio_atp_vs_naive": round(hps["atp"] / hps["naive"], 2),
+        "heads_per_s_wall": {k_: round(v["wall"], 2) for k_, v in rates.items()},
+        "heads_per_s_cpu": {k_: round(v["cpu"], 2) for k_, v in rates.items()},
+        "ratio_exact_vs_naive_wall": round(ratio["exact"]["wall"], 2),
+        "ratio_atp_vs_naive_wall": round(ratio["atp"]["wall"], 2),
+        "ratio_exact_vs_naive_cpu": round(ratio["exact"]["cpu"], 2),
+        "ratio_atp_vs_naive_cpu": round(ratio["atp"]["cpu"], 2),
         "exact_vs_naive_max_abs_diff": fidelity,
-        "atp_exact_corr": round(float(flat), 4),
+        "atp_exact_corr": round(corr, 4),
         "top": k,
+        "refine": args.refine,
         "overlap": ov,
         "n_correct": s_exact.n_correct,
         "n_incorrect": s_exact.n_incorrect,

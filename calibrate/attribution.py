@@ -9,8 +9,9 @@ Three ways to get Δp for every head, all returning arrays shaped [inputs, layer
 
 * `naive`  — the reference: one full forward per (input, head) with the `HeadEngine` mean-ablation edit.
 * `exact`  — the same numbers, fast: one recorded forward per batch of inputs, then for each layer l the H
-             ablations of that layer (for every input) go as one batch through layers l..L-1 only, with the LM
-             head computed at the answer position alone (`calibrate.replay`).
+             ablations of that layer (for every input) go as one batch through layers l..L-1 only, starting from
+             the recorded head outputs of layer l (its attention is not recomputed) and evaluating the last layer
+             and the LM head at the answer position alone (`calibrate.replay`).
 * `atp`    — attribution patching: one forward + one backward give ∂p/∂A_h^l at every position; the first-order
              estimate of Δp is Σ_t <Ã_h^l(t) − A_h^l(t), ∂p/∂A_h^l(t)>. `exact(..., heads=...)` re-scores chosen
              candidates exactly (`--refine N`).
@@ -31,7 +32,7 @@ import torch
 from PIL import Image
 
 from calibrate.replay import Recording, Replayer
-from vseam.engine import HeadEdits, HeadEngine
+from vseam.engine import HeadEdits, HeadEngine, apply_head_edits
 from vseam.hooks import mean_of_other_heads, split_heads
 
 METHODS = ("naive", "exact", "atp")
@@ -68,9 +69,9 @@ def _check_answers(answers: Sequence[str]) -> list[str]:
 class HeadAttributor:
     """Scores every attention head of a `HeadEngine`'s language model by Eq 6, three ways (see module doc)."""
 
-    def __init__(self, engine: HeadEngine, max_rows: int = 64):
+    def __init__(self, engine: HeadEngine, max_rows: int = 64, fast: bool = True):
         self.engine = engine
-        self.replayer = Replayer(engine)
+        self.replayer = Replayer(engine, fast=fast)
         self.max_rows = max(1, int(max_rows))
         self.L, self.H = engine.num_layers, engine.num_heads
         ids = engine.answer_ids()
@@ -137,7 +138,7 @@ class HeadAttributor:
 
     # ---- fast exact engine ---------------------------------------------------------------------------------------
     def record(self, images: Sequence[Image.Image], questions: Sequence[str]) -> Recording:
-        return self.replayer.record(self.encode(images, questions))
+        return self.replayer.record(self.encode(images, questions), head_out=True)
 
     def exact(
         self,
@@ -162,8 +163,13 @@ class HeadAttributor:
                 for r, (_, h) in enumerate(chunk):
                     mask[r, l, h] = True
                 rows = torch.tensor([b for b, _ in chunk], dtype=torch.long)
-                with self.engine.edits(HeadEdits(mean_ablate=mask)):
-                    logits = self.replayer.resume(rec, l, rows)
+                edits = HeadEdits(mean_ablate=mask)
+                if rec.head_out is not None and self.replayer.fast:  # start inside layer l (see calibrate.replay)
+                    a = apply_head_edits(rec.head_out[l].index_select(0, rows), l, edits, self.H)
+                    logits = self.replayer.resume_from_head_out(rec, l, rows, a)
+                else:
+                    with self.engine.edits(edits):
+                        logits = self.replayer.resume(rec, l, rows)
                 p = torch.softmax(logits, dim=-1).gather(1, ids[rows][:, None])[:, 0].double().numpy()
                 for r, (b, h) in enumerate(chunk):
                     delta[b, l, h] = p[r] - base.p[b]

@@ -9,6 +9,12 @@ head at the last (answer) position alone.
 Rows of a replay are copies of rows of the recorded batch (`rows[i]` = which recorded row row i starts from), so
 one replay can mix inputs and interventions. Interventions are applied by the caller's hooks (e.g. the
 `HeadEngine` o_proj hooks with per-row `HeadEdits`); replaying with no hooks active reproduces the recorded run.
+
+`resume_from_head_out` is the head-attribution fast path for Llama-style decoder layers (pre-norm attention and
+MLP blocks, as in both supported families): it starts *inside* layer l from that layer's (edited) head outputs, so
+the layer's attention is not recomputed, and computes the last layer for the answer position only (its keys and
+values still come from every position). A recording checks once that the fast path reproduces the full model on
+its own rows and falls back to full-layer replay otherwise.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import dataclasses
 from typing import Any, Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from vseam.engine import HeadEngine
 
@@ -51,6 +58,7 @@ class Recording:
     layer_kwargs: list[dict]  # per layer: keyword arguments the model passed to the layer
     logits: torch.Tensor  # [B, V] next-token logits at the last position (float32)
     batch: int
+    head_out: list[torch.Tensor] | None = None  # per layer: HEAD_OUT (o_proj input), [B, T, H*D]; fast path only
 
     @property
     def logprobs(self) -> torch.Tensor:
@@ -60,13 +68,15 @@ class Recording:
 class Replayer:
     """Records full forward passes of a `HeadEngine` and resumes them from any layer."""
 
-    def __init__(self, engine: HeadEngine):
+    def __init__(self, engine: HeadEngine, fast: bool = True):
         self.engine = engine
         self.family = engine.family
         self.lm = self.family.language_model(engine.model)
         self.layers = list(self.family.lm_layers(engine.model))
         self.norm = self.lm.norm
         self.lm_head = self.family.lm_head(engine.model)
+        self.fast = fast and all(_llama_style(layer) for layer in self.layers)
+        self._fast_checked = False
 
     # ---- recording -----------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -94,13 +104,36 @@ class Replayer:
                 h.remove()
 
     @torch.no_grad()
-    def record(self, batch: dict) -> Recording:
-        """Run the full model on `batch` (no edits) and keep every decoder layer's input."""
+    def record(self, batch: dict, head_out: bool = False) -> Recording:
+        """Run the full model on `batch` (no edits) and keep every decoder layer's input (and HEAD_OUT if asked
+        and the fast path is available)."""
         engine = self.engine
-        with self._record_layer_inputs() as (inputs, kwargs), engine.edits(None):
+        head_out = head_out and self.fast
+        with self._record_layer_inputs() as (inputs, kwargs), engine.edits(None), _maybe(
+            engine.capture_head_out() if head_out else None
+        ) as captured:
             out = engine.model(**engine._forward_inputs(batch), use_cache=False, logits_to_keep=1)
         logits = out.logits[:, -1, :].float()
-        return Recording(list(inputs), list(kwargs), logits, batch=logits.shape[0])
+        rec = Recording(list(inputs), list(kwargs), logits, batch=logits.shape[0])
+        if head_out:
+            rec.head_out = [captured[i] for i in range(len(self.layers))]
+            if not self._fast_checked:
+                self._check_fast_path(rec)
+        return rec
+
+    def _check_fast_path(self, rec: Recording) -> None:
+        """The fast path must reproduce the recorded logits from every layer; otherwise it is switched off."""
+        import warnings
+
+        self._fast_checked = True
+        rows = torch.zeros(1, dtype=torch.long)
+        worst = max(
+            float((self.resume_from_head_out(rec, l, rows, rec.head_out[l][:1]) - rec.logits[:1]).abs().max())
+            for l in range(len(self.layers))
+        )
+        if worst > 1e-3:
+            warnings.warn(f"fast head-attribution replay deviates by {worst:.2e} from the model; using full layers")
+            self.fast = False
 
     # ---- resuming ------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -118,3 +151,70 @@ class Replayer:
                 hidden = hidden[0]
         last = self.norm(hidden[:, -1:, :])
         return self.lm_head(last)[:, -1, :].float()
+
+    # ---- fast path (Llama-style layers) -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def resume_from_head_out(
+        self, rec: Recording, layer: int, rows: Sequence[int] | torch.Tensor, head_out: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits [R, V] at the last position when layer `layer`'s HEAD_OUT is replaced by `head_out` [R, T, H*D]
+        (rows of the recording `rows`): o_proj, the MLP block, the remaining layers, the LM head. No hooks see the
+        replaced layer's o_proj; later layers run as modules (so edit hooks there would apply)."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        block = self.layers[layer]
+        o_proj = self.family.o_proj(block)
+        x = rec.layer_inputs[layer].index_select(0, rows.to(rec.layer_inputs[layer].device))
+        last = len(self.layers) - 1
+        if layer == last:  # only the answer position matters from here on
+            x, head_out = x[:, -1:], head_out[:, -1:]
+        h = x + F.linear(head_out.to(x.dtype), o_proj.weight, o_proj.bias)
+        h = h + self.family.mlp(block)(block.post_attention_layernorm(h))
+        for i in range(layer + 1, len(self.layers)):
+            kw = take_rows(rec.layer_kwargs[i], rows, rec.batch)
+            if i == last:
+                h = self._answer_only(self.layers[i], h, kw)
+            else:
+                h = self.layers[i](h, **kw)
+                if isinstance(h, tuple):
+                    h = h[0]
+        return self.lm_head(self.norm(h[:, -1:, :]))[:, -1, :].float()
+
+    def _answer_only(self, block: torch.nn.Module, hidden: torch.Tensor, kw: dict) -> torch.Tensor:
+        """A Llama decoder layer evaluated at the last position only ([R, 1, d]); keys/values use every position."""
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, eager_attention_forward
+
+        attn = block.self_attn
+        R, T, _ = hidden.shape
+        normed = block.input_layernorm(hidden)
+        q = attn.q_proj(normed[:, -1:]).view(R, 1, -1, attn.head_dim).transpose(1, 2)
+        k = attn.k_proj(normed).view(R, T, -1, attn.head_dim).transpose(1, 2)
+        v = attn.v_proj(normed).view(R, T, -1, attn.head_dim).transpose(1, 2)
+        cos, sin = kw["position_embeddings"]
+        q = apply_rotary_pos_emb(q, q, cos[:, -1:], sin[:, -1:])[0]
+        k = apply_rotary_pos_emb(k, k, cos, sin)[0]
+        mask = kw.get("attention_mask")
+        if mask is not None:
+            mask = mask[:, :, -1:, :]
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, eager_attention_forward)
+        out, _ = attention(attn, q, k, v, mask, dropout=0.0, scaling=attn.scaling)
+        h = hidden[:, -1:] + attn.o_proj(out.reshape(R, 1, -1))
+        return h + self.family.mlp(block)(block.post_attention_layernorm(h))
+
+
+def _llama_style(block: torch.nn.Module) -> bool:
+    attn = getattr(block, "self_attn", None)
+    return (
+        attn is not None
+        and all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling", "config"))
+        and all(hasattr(block, n) for n in ("input_layernorm", "post_attention_layernorm", "mlp"))
+    )
+
+
+@contextlib.contextmanager
+def _maybe(cm):
+    if cm is None:
+        yield None
+    else:
+        with cm as value:
+            yield value

@@ -40,6 +40,17 @@ def test_exact_engine_equals_naive_loop(attributor):
     assert base_e.preds == base_n.preds
 
 
+def test_full_layer_replay_equals_the_fast_path(attributor):
+    """The fast path (start inside layer l, answer-only last layer) is on, and the plain replay agrees with it."""
+    images = [random_image(i) for i in range(2)]
+    assert attributor.replayer.fast
+    plain = HeadAttributor(attributor.engine, max_rows=7, fast=False)
+    _, fast = attributor.exact(images, QUESTIONS[:2], ANSWERS[:2])
+    _, slow = plain.exact(images, QUESTIONS[:2], ANSWERS[:2])
+    assert plain.record(images, QUESTIONS[:2]).head_out is None
+    assert np.abs(fast - slow).max() <= 1e-6
+
+
 def test_exact_engine_scores_only_requested_heads(attributor):
     images = [random_image(7)]
     heads = [(attributor.L - 1, 1), (0, attributor.H - 1)]
