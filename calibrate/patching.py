@@ -184,7 +184,7 @@ class ActivationPatcher:
 
         handle = self.module(kind, layer).register_forward_hook(hook)
         try:
-            return self.replayer.resume(rec, layer, torch.zeros(len(rows), dtype=torch.long))
+            return self.replayer.resume(rec, layer, torch.zeros(len(rows), dtype=torch.long), answer_only=True)
         finally:
             handle.remove()
 

@@ -77,6 +77,7 @@ class Replayer:
         self.lm_head = self.family.lm_head(engine.model)
         self.fast = fast and all(_llama_style(layer) for layer in self.layers)
         self._fast_checked = False
+        self._head_out_checked = False
 
     # ---- recording -----------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -117,35 +118,45 @@ class Replayer:
         rec = Recording(list(inputs), list(kwargs), logits, batch=logits.shape[0])
         if head_out:
             rec.head_out = [captured[i] for i in range(len(self.layers))]
-            if not self._fast_checked:
-                self._check_fast_path(rec)
+        if self.fast and (not self._fast_checked or (head_out and not self._head_out_checked)):
+            self._check_fast_path(rec)
         return rec
 
     def _check_fast_path(self, rec: Recording) -> None:
-        """The fast path must reproduce the recorded logits from every layer; otherwise it is switched off."""
+        """The fast paths must reproduce the recorded logits (answer-only last layer; starting from the head
+        outputs of every layer); otherwise they are switched off, with a warning."""
         import warnings
 
-        self._fast_checked = True
         rows = torch.zeros(1, dtype=torch.long)
-        worst = max(
-            float((self.resume_from_head_out(rec, l, rows, rec.head_out[l][:1]) - rec.logits[:1]).abs().max())
-            for l in range(len(self.layers))
-        )
+        results = [self.resume(rec, 0, rows, answer_only=True)]
+        self._fast_checked = True
+        if rec.head_out is not None:
+            results += [self.resume_from_head_out(rec, l, rows, rec.head_out[l][:1]) for l in range(len(self.layers))]
+            self._head_out_checked = True
+        worst = max(float((r - rec.logits[:1]).abs().max()) for r in results)
         if worst > 1e-3:
-            warnings.warn(f"fast head-attribution replay deviates by {worst:.2e} from the model; using full layers")
+            warnings.warn(f"fast replay deviates by {worst:.2e} from the full model; replaying full layers instead")
             self.fast = False
 
     # ---- resuming ------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def resume(self, rec: Recording, start: int, rows: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    def resume(
+        self, rec: Recording, start: int, rows: Sequence[int] | torch.Tensor, answer_only: bool = False
+    ) -> torch.Tensor:
         """Logits [R, V] (float32) at the last position after running layers start..L-1 on recorded rows `rows`.
 
-        Whatever hooks are active (head edits, patches) apply to the replayed layers only.
+        Whatever hooks are active (head edits, patches) apply to the replayed layers only. `answer_only` evaluates
+        the last layer at the answer position alone (fast path; only when the replay starts before it, so hooks
+        on the starting layer still see every position).
         """
         rows = torch.as_tensor(rows, dtype=torch.long)
         hidden = rec.layer_inputs[start].index_select(0, rows.to(rec.layer_inputs[start].device))
+        last = len(self.layers) - 1
         for i in range(start, len(self.layers)):
             kw = take_rows(rec.layer_kwargs[i], rows, rec.batch)
+            if i == last and i != start and answer_only and self.fast:
+                hidden = self._answer_only(self.layers[i], hidden, kw)
+                continue
             hidden = self.layers[i](hidden, **kw)
             if isinstance(hidden, tuple):  # older decoder layers return (hidden, ...)
                 hidden = hidden[0]

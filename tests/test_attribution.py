@@ -131,3 +131,14 @@ def test_score_dispatch(attributor):
     with pytest.raises(ValueError, match="refine"):
         attributor.score("atp", images, q, a, heads=[(0, 0)])
     torch.testing.assert_close(torch.tensor(e), torch.tensor(n), atol=1e-5, rtol=0)
+
+
+def test_a_fast_path_that_disagrees_with_the_model_is_switched_off(attributor, monkeypatch):
+    from calibrate.replay import Replayer
+
+    broken = Replayer(attributor.engine)
+    monkeypatch.setattr(broken, "_answer_only", lambda block, hidden, kw: hidden[:, -1:] * 2.0)
+    batch = attributor.encode([random_image(0)], QUESTIONS[:1])
+    with pytest.warns(UserWarning, match="fast replay deviates"):
+        broken.record(batch, head_out=True)
+    assert not broken.fast
