@@ -30,6 +30,34 @@ PATCH_COLORS = ("background",) + tuple(shapes.COLORS)
 PATCH_TEXTURES = ("background",) + shapes.TEXTURES
 #: a patch is labelled with the object covering most of it, if that object covers at least this many pixels
 PATCH_MIN_PIXELS = 12
+#: the training-only description task (like LLaVA's caption alignment stage): its user text and relation words
+CAPTION_PROMPT = "Describe the picture."
+CAPTION_RELATIONS = {"to the left of": "left of", "to the right of": "right of", "above": "above", "below": "below",
+                     shapes.CONTACT: "touching"}
+
+
+def scene_facts(scene: shapes.Scene) -> dict:
+    """What a description may say about a scene: each object's words, and every relation of the scene graph."""
+    graph = shapes.scene_graph(scene)
+    name = {oid: o["name"] for oid, o in graph["objects"].items()}
+    rels = [[name[a], CAPTION_RELATIONS[r["name"]], name[r["object"]]]
+            for a, o in graph["objects"].items() for r in o["relations"]]
+    return {"objects": [[o.color, o.texture, o.shape] for o in scene.objects], "relations": rels}
+
+
+def caption(facts: dict, rng: np.random.Generator) -> str:
+    """A description in random order: every object's three words (shuffled), then the relations of one random
+    pair of objects, e.g. "striped red circle and star blue plain . circle left of star , circle touching star"."""
+    objs = [list(o) for o in facts["objects"]]
+    rng.shuffle(objs)
+    for o in objs:
+        rng.shuffle(o)
+    text = " and ".join(" ".join(o) for o in objs)
+    if facts["relations"]:
+        a, _, b = facts["relations"][int(rng.integers(len(facts["relations"])))]
+        pair = [f"{x} {r} {y}" for x, r, y in facts["relations"] if x == a and y == b]
+        text += " . " + " , ".join(pair)
+    return text
 
 
 def contact_pixels(scene: shapes.Scene) -> np.ndarray:
@@ -79,11 +107,12 @@ class Pool:
     extra_q: np.ndarray
     extra_yes: np.ndarray
     extra_subtype: np.ndarray
+    facts: list[str]  # per scene: JSON of `scene_facts` (for descriptions)
 
     def save(self, path: pathlib.Path) -> None:
         arrays = {k: v for k, v in dataclasses.asdict(self).items() if isinstance(v, np.ndarray)}
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, questions=np.asarray(self.questions), **arrays)
+        np.savez(tmp, questions=np.asarray(self.questions), facts=np.asarray(self.facts), **arrays)
         tmp.replace(path)
 
     @staticmethod
@@ -91,12 +120,13 @@ class Pool:
         with np.load(path) as z:
             d = {k: z[k] for k in z.files}
         d["questions"] = [str(q) for q in d["questions"]]
+        d["facts"] = [str(f) for f in d["facts"]]
         return Pool(**d)
 
 
 def build_pool(n: int, seed: int, cache_dir: pathlib.Path | None = None, progress: bool = True) -> Pool:
     """Generate (or load from cache) `n` training scenes of split "train"."""
-    key = hashlib.sha256(f"{shapes.fingerprint()}-{n}-{seed}-{PATCH_MIN_PIXELS}-contact".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{shapes.fingerprint()}-{n}-{seed}-{PATCH_MIN_PIXELS}-contact-facts".encode()).hexdigest()[:12]
     cache_dir = pathlib.Path(cache_dir or shapes.default_images_dir().parent / "organism")
     path = cache_dir / f"pool-{key}.npz"
     if path.exists():
@@ -110,11 +140,13 @@ def build_pool(n: int, seed: int, cache_dir: pathlib.Path | None = None, progres
     labels = []
     pq, py, ps = [], [], []
     es, eq, ey, et = [], [], [], []
+    facts = []
     sub_ix = {s: i for i, s in enumerate(SUBTYPES)}
     for i in tqdm(range(n), desc="training scenes", disable=not progress, mininterval=2):
         scene, q = shapes.generate("train", i, seed)
         images[i] = shapes.render(scene)
         labels.append(patch_labels(scene, 8))
+        facts.append(json.dumps(scene_facts(scene)))
         pq.append(qi(q.text))
         py.append(q.answer == "yes")
         ps.append(sub_ix[q.subtype])
@@ -137,6 +169,7 @@ def build_pool(n: int, seed: int, cache_dir: pathlib.Path | None = None, progres
         extra_q=np.asarray(eq, np.int32),
         extra_yes=np.asarray(ey, bool),
         extra_subtype=np.asarray(et, np.int8),
+        facts=facts,
     )
     cache_dir.mkdir(parents=True, exist_ok=True)
     pool.save(path)
@@ -186,6 +219,7 @@ class Encoder:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.pad_id = int(self.tokenizer.pad_token_id)
+        self.eos_id = int(self.tokenizer.eos_token_id)
         self._ids: dict[str, list[int]] = {}
         self._blank = np.zeros((shapes.SIZE, shapes.SIZE, 3), np.uint8)
         ids = FAMILY.answer_token_ids(self.tokenizer, FAMILY.render_prompt(processor, FAMILY.binary_text("Is the")))
@@ -194,33 +228,46 @@ class Encoder:
         self.std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
 
     def ids(self, question: str) -> list[int]:
-        if question not in self._ids:
+        """Token ids of the Table-8 yes/no prompt for `question` (image placeholder expanded)."""
+        return self.prompt_ids(FAMILY.binary_text(question))
+
+    def prompt_ids(self, user_text: str) -> list[int]:
+        if user_text not in self._ids:
             from PIL import Image
 
-            prompt = FAMILY.render_prompt(self.processor, FAMILY.binary_text(question))
+            prompt = FAMILY.render_prompt(self.processor, user_text)
             out = self.processor(images=[Image.fromarray(self._blank)], text=[prompt], return_tensors="np")
-            self._ids[question] = [int(t) for t in out["input_ids"][0]]
-        return self._ids[question]
+            self._ids[user_text] = [int(t) for t in out["input_ids"][0]]
+        return self._ids[user_text]
 
-    def pixels(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 [B, H, W, 3] -> CLIP-normalised [B, 3, H, W] (equal to the image processor's output at 64 px)."""
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-        return (x - self.mean) / self.std
+    def caption_batch(self, captions: Sequence[str]) -> tuple[dict, list[int]]:
+        """Description rows: the caption prompt, the description and end-of-sequence (left-padded); also the
+        number of target tokens (description + eos) per row."""
+        pre = self.prompt_ids(CAPTION_PROMPT)
+        seqs = [pre + self.tokenizer(" " + c, add_special_tokens=False)["input_ids"] + [self.eos_id] for c in captions]
+        return self._pad(seqs), [len(s) - len(pre) for s in seqs]
 
-    def batch(self, images: np.ndarray, questions: Sequence[str]) -> dict:
-        seqs = [self.ids(q) for q in questions]
+    def _pad(self, seqs: list[list[int]]) -> dict:
         width = max(len(s) for s in seqs)
         input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
         for r, s in enumerate(seqs):
             input_ids[r, width - len(s) :] = torch.tensor(s)
             mask[r, width - len(s) :] = 1
-        return {
-            "input_ids": input_ids,
-            "attention_mask": mask,
-            "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
-            "pixel_values": self.pixels(images),
-        }
+        return {"input_ids": input_ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+
+    def pixels(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 [B, H, W, 3] -> CLIP-normalised [B, 3, H, W] (equal to the image processor's output at 64 px)."""
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+        return (x - self.mean) / self.std
+
+    def batch(self, images: np.ndarray, questions: Sequence[str], answers: Sequence[bool] | None = None) -> dict:
+        """Left-padded model inputs; with `answers`, each row also ends in its answer token (for the second
+        training target: end-of-sequence after the answer, so the served model stops after "Yes"/"No")."""
+        seqs = [self.ids(q) for q in questions]
+        if answers is not None:
+            seqs = [s + [self.yes_id if a else self.no_id] for s, a in zip(seqs, answers)]
+        return {**self._pad(seqs), "pixel_values": self.pixels(images)}
 
 
 @dataclasses.dataclass

@@ -35,15 +35,20 @@ class Recipe:
     #: rendered training scenes (each asked many questions over training)
     train_scenes: int = 30000
     #: phase 1: the vision tower alone learns per-patch shape / color / pattern labels
-    vision_steps: int = 1500
+    vision_steps: int = 1000
     vision_batch: int = 64
     vision_lr: float = 2e-3
-    #: phase 2: projector + LM learn to answer yes/no questions (loss on the answer token only) on the frozen
-    #: vision tower's features, computed once per training scene (the tower's forward/backward is skipped)
-    qa_steps: int = 6000
+    #: phase 2 (frozen tower: its features are computed once per training scene): projector + LM learn to
+    #: describe pictures ("Describe the picture." -> "red striped circle and ... . circle left of star"),
+    #: a dense signal that teaches the LM to read the image tokens (without it the LM sat at the answer prior)
+    caption_steps: int = 1500
+    #: phase 3 (frozen tower): yes/no answers with the Table-8 prompt (loss on the answer token, plus 0.1 x the
+    #: end-of-sequence token after it), with round(caption_mix * batch) description rows added to every step
+    qa_steps: int = 5000
+    caption_mix: float = 0.25
     batch: int = 32
     lr: float = 1e-3
-    #: phase 3 (optional): everything, vision tower included, end to end
+    #: phase 4 (optional): questions, everything including the vision tower trained end to end
     finetune_steps: int = 0
     vision_tower_lr: float = 2e-4
     warmup: int = 200

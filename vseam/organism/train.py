@@ -5,14 +5,15 @@
 Phases (see `recipe.Recipe`):
 
 1. vision pre-training: the CLIP tower, read at LLaVA's feature layer (-2), learns per-patch shape / color /
-   pattern / contact labels through a throw-away linear head — this is what gets the model off the answer
-   prior quickly;
-2. question answering on frozen vision features: the tower's features of every training scene are computed
-   once, and projector + language model learn the answer token of the Table-8 yes/no prompt (cross-entropy
-   over the vocabulary at the answer position), balanced over the 7 subtypes and yes/no. The image features
-   are placed into the token embeddings exactly as `LlavaModel` does, so this is the model's own forward pass
-   minus the (frozen) tower;
-3. optional end-to-end fine-tuning of everything.
+   pattern / contact labels through a throw-away linear head;
+2. descriptions, on frozen vision features (computed once per training scene; the image features are placed
+   into the token embeddings exactly as `LlavaModel` does, so this is the model's own forward pass minus the
+   frozen tower): "Describe the picture." -> the objects' words and some relations, loss on every word — the
+   dense signal that gets the language model reading the image (answers alone left it at the prior);
+3. question answering on the frozen features: the answer token of the Table-8 yes/no prompt (plus the
+   end-of-sequence token after it, so the served model stops after "Yes"/"No"), balanced over the 7 subtypes
+   and yes/no, with some description rows mixed into every step;
+4. optional end-to-end fine-tuning of everything on questions.
 
 Validation uses the "val" split only (never "test", which the model card and the demo hold out); training stops at
 `target_val_acc` so the organism keeps room to improve. The run is seeded, checkpoints to `--work` every
@@ -165,7 +166,7 @@ class Trainer:
             if (step + 1) % r.eval_every == 0:
                 self.save()
         bar.close()
-        self.state.update(phase="qa", step=0)
+        self.state.update(phase="caption", step=0)
         self.save()
 
     # ---- phase 2 ---------------------------------------------------------------------------------------------
@@ -179,6 +180,8 @@ class Trainer:
 
     def cache_features(self) -> torch.Tensor:
         """Features of every training scene under the current (frozen) tower; cached in the work dir."""
+        if self.features is not None:
+            return self.features
         path = self.work / f"features-{self.recipe.vision_steps}.pt"
         if path.exists():
             return torch.load(path)
@@ -191,7 +194,7 @@ class Trainer:
         os.replace(tmp, path)
         return feats
 
-    def logits_from_features(self, feats: torch.Tensor, batch: dict) -> torch.Tensor:
+    def logits_from_features(self, feats: torch.Tensor, batch: dict, keep: int = 1) -> torch.Tensor:
         """Answer-position logits with precomputed tower features: LlavaModel's own steps (projector, image
         features scattered into the embeddings at the <image> positions, language model, lm_head)."""
         ids = batch["input_ids"]
@@ -200,13 +203,56 @@ class Trainer:
         mask = (ids == self.model.config.image_token_id).unsqueeze(-1).expand_as(embeds)
         embeds = embeds.masked_scatter(mask, image.reshape(-1, image.shape[-1]).to(embeds.dtype))
         out = self.model(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
-                         position_ids=batch["position_ids"], use_cache=False, logits_to_keep=1)
-        return out.logits[:, -1, :]
+                         position_ids=batch["position_ids"], use_cache=False, logits_to_keep=keep)
+        return out.logits[:, -1, :] if keep == 1 else out.logits
 
-    # ---- question answering (phases 2 and 3) --------------------------------------------------------------
-    def answer_logits(self, batch: dict) -> torch.Tensor:
-        out = self.model(**batch, use_cache=False, logits_to_keep=1)
-        return out.logits[:, -1, :]
+    def caption_loss(self, n: int) -> torch.Tensor:
+        """Mean cross-entropy over the description tokens (+ eos) of `n` random training scenes."""
+        idx = self.sampler.rng.integers(len(self.pool.images), size=n)
+        caps = [D.caption(json.loads(self.pool.facts[i]), self.sampler.rng) for i in idx]
+        b, n_tgt = self.enc.caption_batch(caps)
+        keep = max(n_tgt) + 1
+        logits = self.logits_from_features(self.features[torch.from_numpy(idx)], b, keep=keep)
+        ids = b["input_ids"][:, -keep:]
+        pred, tgt = logits[:, :-1], ids[:, 1:]
+        valid = torch.zeros_like(tgt, dtype=torch.bool)
+        for r, k in enumerate(n_tgt):
+            valid[r, keep - 1 - k :] = True
+        per = torch.nn.functional.cross_entropy(pred.reshape(-1, pred.shape[-1]).float(), tgt.reshape(-1), reduction="none")
+        return (per * valid.reshape(-1)).sum() / valid.sum()
+
+    def run_caption(self) -> None:
+        r = self.recipe
+        self.features = self.cache_features()
+        bar = tqdm(total=r.caption_steps, initial=self.state["step"], desc="phase 2: descriptions", disable=not self.progress)
+        ema, t0 = None, time.time()
+        while self.state["step"] < r.caption_steps:
+            step = self.state["step"]
+            f = _lr_factor(step, r.caption_steps, r.warmup)
+            for g in self.opt_qa.param_groups:
+                g["lr"] = g["base_lr"] * f
+            loss = self.caption_loss(r.batch)
+            self.opt_qa.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.clip_norm)
+            self.opt_qa.step()
+            ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+            self.state["step"] = step + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{ema:.3f}")
+            if (step + 1) % 100 == 0:
+                self.log(phase="caption", step=step + 1, loss=ema, sec=round(time.time() - t0, 1))
+            if (step + 1) % r.eval_every == 0:
+                self.save()
+        bar.close()
+        self.state.update(phase="qa", step=0)
+        self.save()
+
+    # ---- question answering (phases 3 and 4) --------------------------------------------------------------
+    def answer_logits(self, batch: dict, keep: int = 1) -> torch.Tensor:
+        """Logits of the last `keep` positions ([B, V] for keep=1, else [B, keep, V])."""
+        out = self.model(**batch, use_cache=False, logits_to_keep=keep)
+        return out.logits[:, -1, :] if keep == 1 else out.logits
 
     @torch.no_grad()
     def evaluate(self, ev: D.EvalSet, batch_size: int = 100) -> dict:
@@ -229,7 +275,7 @@ class Trainer:
             self.features = self.cache_features()
         scale = 1.0 if frozen else 0.3
         warmup = r.warmup if frozen else max(1, r.warmup // 4)
-        label = "phase 2: questions (frozen tower)" if frozen else "phase 3: end-to-end"
+        label = "phase 3: questions (frozen tower)" if frozen else "phase 4: questions, end to end"
         bar = tqdm(total=total, initial=self.state["step"], desc=label, disable=not self.progress)
         ema_loss, ema_acc, t0 = None, None, time.time()
         while self.state["step"] < total and not self.state["done"]:
@@ -238,13 +284,21 @@ class Trainer:
             for g in self.opt_qa.param_groups:
                 g["lr"] = g["base_lr"] * f
             scenes, qs, ys = self.sampler.sample(r.batch)
-            b = self.enc.batch(self.pool.images[scenes], [self.pool.questions[q] for q in qs])
+            # each row is prompt + answer token: the answer is predicted at the prompt's last position, and the
+            # end-of-sequence token right after it (so generation stops after "Yes"/"No")
+            b = self.enc.batch(self.pool.images[scenes], [self.pool.questions[q] for q in qs], answers=ys)
             target = torch.where(torch.from_numpy(ys), self.enc.yes_id, self.enc.no_id)
             if frozen:
-                logits = self.logits_from_features(self.features[torch.from_numpy(scenes)], b)
+                both = self.logits_from_features(self.features[torch.from_numpy(scenes)], b, keep=2)
             else:
-                logits = self.answer_logits(b)
+                both = self.answer_logits(b, keep=2)
+            logits = both[:, 0]
             loss = torch.nn.functional.cross_entropy(logits.float(), target)
+            loss = loss + 0.1 * torch.nn.functional.cross_entropy(
+                both[:, 1].float(), torch.full_like(target, self.enc.eos_id))
+            n_cap = round(r.caption_mix * r.batch)
+            if frozen and n_cap:
+                loss = loss + r.caption_mix * self.caption_loss(n_cap)
             self.opt_qa.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.clip_norm)
@@ -274,6 +328,8 @@ class Trainer:
     def run(self) -> None:
         if self.state["phase"] == "vision":
             self.run_vision()
+        if self.state["phase"] == "caption":
+            self.run_caption()
         if self.state["phase"] == "qa":
             self.run_qa("qa")
             if not self.state["done"]:
