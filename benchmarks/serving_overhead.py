@@ -1,6 +1,6 @@
 """Serving overhead of head profiles: plain vLLM vs static (--fold) vs per-request (mixed profiles), one run.
 
-    .venv/bin/python -m benchmarks.serving_overhead [--model DIR] [--rounds 5] [--requests 96] [--concurrency 32]
+    .venv/bin/python -m benchmarks.serving_overhead [--model DIR] [--rounds 12] [--requests 48] [--concurrency 32]
                                                      [--max-tokens 32] [--layers 12 --hidden 768 --heads 24]
 
 Without --model it builds a random tiny LLaVA with a larger language model (default 12 layers x 24 heads, hidden
@@ -13,8 +13,10 @@ side, all with the same vLLM flags (fp32, default compiled mode):
   plain-2      a second plain server, started last: plain-2 / plain is the noise floor between two identical
                servers on this machine (--no-control drops it)
 
-Each round sends the same chat requests (image + binary question, greedy, `ignore_eos`, exactly --max-tokens
-new tokens each, --concurrency in flight) to every server in turn, rotating the order per round so background
+Each round sends the same chat requests (a fresh random image per request + a binary question, greedy,
+`ignore_eos`, exactly --max-tokens new tokens each, --concurrency in flight) to every server in turn; fresh images
+keep the prefix and encoder caches from favouring any mode (per-request mode salts the prefix cache per profile,
+so shared prompts would hit its cache less often — a workload effect, not the patch's cost), rotating the order per round so background
 load hits all modes alike. Reported per mode: median requests/s and generated tokens/s over the rounds and the
 ratio to plain (targets: static >= 0.99, per-request >= 0.97), both of the medians and paired (per-round ratio,
 then the median). The last line is one JSON object with every figure.
@@ -110,6 +112,7 @@ def server(argv: list[str], log: pathlib.Path, timeout: float = 900):
 
 
 def make_requests(model: str, n: int, max_tokens: int, profiles: list[str] | None, seed: int) -> list[dict]:
+    """`n` chat requests, each with its own random image (so no mode gains from prefix or encoder cache reuse)."""
     import base64
     import io
 
@@ -120,19 +123,16 @@ def make_requests(model: str, n: int, max_tokens: int, profiles: list[str] | Non
 
     fam = FAMILIES["llava"]
     rng = random.Random(seed)
-    urls = []
-    for i in range(8):
-        arr = (np.random.RandomState(100 + i).rand(80, 96, 3) * 255).astype("uint8")
-        buf = io.BytesIO()
-        Image.fromarray(arr).save(buf, format="PNG")
-        urls.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
     reqs = []
     for i in range(n):
+        arr = (np.random.RandomState(seed * 100_003 + i).rand(80, 96, 3) * 255).astype("uint8")
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="PNG")
+        url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
         extra = {**fam.chat_extra_body, "ignore_eos": True}
         if profiles is not None:
             extra["vllm_xargs"] = {"head_profile": rng.choice(profiles)}
-        reqs.append(dict(model=model, messages=fam.chat_messages(fam.binary_text(QUESTIONS[i % len(QUESTIONS)]),
-                                                                 urls[i % len(urls)]),
+        reqs.append(dict(model=model, messages=fam.chat_messages(fam.binary_text(QUESTIONS[i % len(QUESTIONS)]), url),
                          max_tokens=max_tokens, temperature=0, extra_body=extra))
     return reqs
 
@@ -163,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--hidden", type=int, default=768)
     ap.add_argument("--heads", type=int, default=24)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--requests", type=int, default=96, help="requests per round and mode")
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--requests", type=int, default=48, help="requests per round and mode")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--vllm-arg", action="append", default=[], help="extra flag for every server")
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             order = modes[r % len(modes):] + modes[: r % len(modes)]
             for mode in order:
-                reqs = make_requests(str(model), args.requests, args.max_tokens, choices[mode], seed=r)
+                reqs = make_requests(str(model), args.requests, args.max_tokens, choices[mode], seed=r + 1)
                 elapsed, tokens = asyncio.run(run_round(bases[mode], reqs, args.concurrency))
                 times[mode].append((elapsed, tokens))
                 print(f"round {r + 1}/{args.rounds} {mode:12s} {args.requests / elapsed:7.2f} req/s "
