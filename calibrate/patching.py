@@ -318,12 +318,11 @@ def lens_figure(result: PatchResult, path: str | pathlib.Path, title: str = "") 
     return path
 
 
-def result_summary_line(results: Sequence[PatchResult]) -> dict[str, Any]:
-    """Where patching restores the answer most, per module: (layer, row, mean Δℓ)."""
-    s = summarise(results)
+def peaks(summary: PatchSummary) -> dict[str, Any]:
+    """Where patching restores the answer most, per module: {module: {layer, row, mean_delta_logit}}."""
     out = {}
     for k, kind in enumerate(MODULES):
-        flat = np.where(np.isfinite(s.s[k]), s.s[k], -np.inf)
+        flat = np.where(np.isfinite(summary.s[k]), summary.s[k], -np.inf)
         l, r = np.unravel_index(int(np.argmax(flat)), flat.shape)
-        out[kind] = {"layer": int(l), "row": s.rows[r], "mean_delta_logit": float(s.s[k, l, r])}
+        out[kind] = {"layer": int(l), "row": summary.rows[r], "mean_delta_logit": float(summary.s[k, l, r])}
     return out

@@ -199,7 +199,7 @@ def write_report(
     run, *, model: str, dataset: str, stage1: dict, counts: dict, scores: dict, profiles: Sequence[HeadProfile],
     paths: Sequence[pathlib.Path], patching: dict, overlap: dict, timings: dict, method: str, triples_total: int,
 ) -> pathlib.Path:
-    from calibrate.patching import MODULES
+    from calibrate.patching import MODULES, peaks
 
     lines = [
         f"# Calibration run `{run.path.name}`",
@@ -246,13 +246,12 @@ def write_report(
         lines += ["| group | triples | module | best layer | best row | mean Δlogit | figure |", "|---|---|---|---|---|---|---|"]
         for g, s in patching.items():
             slug = g.replace("/", "-")
-            patch_json[g] = {}
-            for k, kind in enumerate(MODULES):
-                flat = np.where(np.isfinite(s.s[k]), s.s[k], -np.inf)
-                l, r = np.unravel_index(int(np.argmax(flat)), flat.shape)
-                patch_json[g][kind] = {"layer": int(l), "row": s.rows[r], "mean_delta_logit": float(s.s[k, l, r])}
+            patch_json[g] = peaks(s)
+            for kind in MODULES:
+                pk = patch_json[g][kind]
                 lines.append(
-                    f"| {g} | {s.n} | {kind} | {l} | `{s.rows[r]}` | {s.s[k, l, r]:+.4f} | patching/{slug}.png |"
+                    f"| {g} | {s.n} | {kind} | {pk['layer']} | `{pk['row']}` | {pk['mean_delta_logit']:+.4f} "
+                    f"| patching/{slug}.png |"
                 )
         lines += ["", "Logit lens: `patching/logit_lens.tsv`, `patching/lens_*.png`."]
     else:

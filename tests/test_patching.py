@@ -13,7 +13,7 @@ from calibrate.patching import (
     PatchResult,
     heatmap,
     lens_figure,
-    result_summary_line,
+    peaks,
     save_arrays,
     summarise,
     write_lens_table,
@@ -122,5 +122,7 @@ def test_summary_aligns_rows_on_the_answer_position(tmp_path, patcher, result):
     lines = write_lens_table([("a", result)], tmp_path / "lens.tsv").read_text().splitlines()
     assert lines[0].split("\t") == ["triple", "module", "layer", "rank", "token", "logit"]
     assert len(lines) == 1 + 2 * L * 5
-    best = result_summary_line([result])
-    assert set(best) == set(MODULES)
+    best = peaks(summarise([result]))
+    flat = np.argmax(result.delta[0])
+    l, r = np.unravel_index(int(flat), result.delta[0].shape)
+    assert best["att"] == {"layer": int(l), "row": result.rows[r], "mean_delta_logit": float(result.delta[0, l, r])}
