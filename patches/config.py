@@ -25,6 +25,9 @@ NONE = "none"
 AUTO = "auto"
 #: key in a request's `vllm_xargs` (-> `SamplingParams.extra_args`) naming its profile
 XARG = "head_profile"
+#: key the middleware adds next to XARG; the model runner honours XARG only with this server's nonce, so a request
+#: that reached vLLM through a route the middleware does not resolve (and salt) cannot pick a profile
+NONCE_XARG = "vseam_nonce"
 
 
 class ProfileRef(BaseModel):
@@ -44,6 +47,7 @@ class ServeConfig(BaseModel):
     default: str = Field(default=NONE, description="profile of requests that name none (per-request mode)")
     served_model_names: list[str] = Field(default_factory=list, description="for splitting 'MODEL:PROFILE'")
     api_keys: list[str] = Field(default_factory=list, description="vLLM's --api-key values (serve answers only those)")
+    nonce: str = Field(default="", description="random per start; marks profile choices the middleware resolved")
 
     # ---- env round trip ----------------------------------------------------------------------------------------
     def to_env(self) -> str:

@@ -26,7 +26,7 @@ import logging
 import numpy as np
 import torch
 
-from patches.config import NONE, ServeConfig, scale_table
+from patches.config import NONCE_XARG, NONE, XARG, ServeConfig, scale_table
 from vseam.hooks import column_scale, head_out_name
 
 log = logging.getLogger("vllm.vseam.patches")
@@ -58,9 +58,18 @@ class ScalingState:
         return h.hexdigest()
 
     def row_of(self, extra_args: dict | None) -> int:
-        """Table row of a request from its `SamplingParams.extra_args` (set by serve's middleware)."""
-        name = (extra_args or {}).get("head_profile")
+        """Table row of a request from its `SamplingParams.extra_args` (set by serve's middleware).
+
+        A profile named without this server's nonce did not pass the middleware (so its prefix cache is not
+        salted for it): such requests, like requests that name nothing, get the default profile.
+        """
+        extra = extra_args or {}
+        name = extra.get(XARG)
         if name is None:
+            return self.default_row
+        if self.config.nonce and extra.get(NONCE_XARG) != self.config.nonce:
+            _warn_once(f"a request names head profile {name!r} on a route vseam serve does not resolve; applying "
+                       f"the default ('{self.config.default}')")
             return self.default_row
         row = self.rows.get(name)
         if row is None:  # only when a request bypassed serve's middleware

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import pathlib
 import shlex
 import sys
@@ -139,6 +140,7 @@ def build_config(model: str, profile_files: list[str], fold: bool, default: str 
         default=default,
         served_model_names=_flag_values(vllm_args, "--served-model-name") or [model],
         api_keys=_flag_values(vllm_args, "--api-key"),
+        nonce=secrets.token_hex(8),
     )
 
 

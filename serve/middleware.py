@@ -1,6 +1,6 @@
 """ASGI middleware that `vseam serve` adds to vLLM's OpenAI server (`--middleware serve.middleware.HeadProfileMiddleware`).
 
-* `POST /v1/chat/completions`, `/v1/completions`, `/v1/responses`: resolve the request's head profile
+* `POST /v1/chat/completions` (and `/batch`), `/v1/completions`, `/v1/responses`, `/v1/messages`: resolve the request's head profile
   (`serve.resolve`), refuse bad choices with HTTP 400 (the server keeps running), rewrite the JSON body for vLLM
   and tag the response with an `x-vseam-head-profile` header.
 * `GET /v1/head_profiles`: the loaded profiles (name, scope, heads, fingerprint) and the server's mode.
@@ -24,7 +24,9 @@ from serve.resolve import ProfileTable, RequestError
 
 log = logging.getLogger("vllm.vseam.serve")
 
-GENERATE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
+GENERATE_PATHS = frozenset(
+    {"/v1/chat/completions", "/v1/chat/completions/batch", "/v1/completions", "/v1/responses", "/v1/messages"}
+)
 LIST_PATH = "/v1/head_profiles"
 HEADER = b"x-vseam-head-profile"
 

@@ -4,8 +4,10 @@ A request names its profile by `vllm_xargs.head_profile` (`extra_body={"vllm_xar
 or by its model name `MODEL:NAME` (for clients that cannot send extra fields). `none` is the unmodified model,
 `auto` routes by the question's semantic level (`serve.routing`); a request naming nothing gets the server's
 default. The resolved name is written back into `vllm_xargs.head_profile` (the model runner reads it from
-`SamplingParams.extra_args`), the model name loses its `:NAME` suffix, and the request's prefix cache is salted
-per profile so KV blocks computed under one profile are never reused under another.
+`SamplingParams.extra_args`) together with the server's nonce, the model name loses its `:NAME` suffix, and the
+request's prefix cache is salted per profile so KV blocks computed under one profile are never reused under
+another. Requests on routes the middleware does not handle cannot choose: without the nonce the runner applies
+the default profile to them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import dataclasses
 import hashlib
 
 from head_profiles import HeadProfile
-from patches.config import AUTO, NONE, XARG, ServeConfig
+from patches.config import AUTO, NONCE_XARG, NONE, XARG, ServeConfig
 from serve.routing import request_text, route, semantic_level
 
 #: vLLM refuses cache salts longer than this or containing these characters
@@ -146,9 +148,11 @@ class ProfileTable:
         if self.static:
             if isinstance(body.get("vllm_xargs"), dict):
                 body["vllm_xargs"].pop(XARG, None)
+                body["vllm_xargs"].pop(NONCE_XARG, None)
             return body
         xargs = body.get("vllm_xargs") or {}
         xargs[XARG] = res.profile
+        xargs[NONCE_XARG] = self.config.nonce
         body["vllm_xargs"] = xargs
         body["cache_salt"] = profile_salt(res.profile, body.get("cache_salt"))
         return body

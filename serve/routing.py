@@ -69,8 +69,13 @@ def semantic_level(question: str) -> Level:
 
 
 def request_text(body: dict) -> str:
-    """The text the user asked: the last user turn of a chat request (its text parts), or a completion prompt."""
+    """The text the user asked: the last user turn of a chat request (its text parts), or a completion prompt.
+
+    A batch chat request (`messages` = list of conversations) is served by one profile; `auto` reads the first.
+    """
     messages = body.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[0], list):  # batch: one profile for all
+        messages = messages[0]
     if isinstance(messages, list):
         for message in reversed(messages):
             if isinstance(message, dict) and message.get("role") == "user":

@@ -50,6 +50,19 @@ def test_scale_table_rows_follow_the_config(profiles):
     assert config.index_of() == {"none": 0, "colors": 1, "where": 2}
 
 
+def test_runner_honours_only_profiles_the_middleware_resolved(profiles):
+    from patches.head_scaling import build_state
+
+    config = config_of(profiles).model_copy(update={"default": "colors", "nonce": "abc"})
+    state = build_state(config)
+    assert state.row_of(None) == state.row_of({}) == 1  # default
+    assert state.row_of({"head_profile": "where", "vseam_nonce": "abc"}) == 2
+    assert state.row_of({"head_profile": "none", "vseam_nonce": "abc"}) == 0
+    # a profile chosen on a route the middleware does not resolve (no/forged nonce): default, never unsalted 'where'
+    assert state.row_of({"head_profile": "where"}) == 1
+    assert state.row_of({"head_profile": "where", "vseam_nonce": "guess"}) == 1
+
+
 REGISTER_SCRIPT = textwrap.dedent(
     """
     import json, os, sys

@@ -49,6 +49,7 @@ def test_dry_run_builds_the_vllm_command_and_env(tiny_llava_dir, files, capsys):
     assert env_part.startswith(ENV_VAR + "=")
     assert config.mode == "per-request" and config.names == ["colors", "where"] and config.default == "where"
     assert config.served_model_names == ["tiny"]
+    assert len(config.nonce) == 16  # random per start (marks profile choices the middleware resolved)
     assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
     assert cmd[cmd.index("--model") + 1] == str(tiny_llava_dir)
     assert ["--dtype", "float32"] == cmd[cmd.index("--dtype"):cmd.index("--dtype") + 2]

@@ -26,7 +26,7 @@ def profile_files(tiny_llava_dir, tmp_path_factory):
 
 def make_table(profile_files, mode="per-request", default="none", names=("colors", "where"), served=(MODEL,)):
     refs = [ProfileRef(name=n, path=str(profile_files[n])) for n in names]
-    config = ServeConfig(mode=mode, profiles=refs, default=default, served_model_names=list(served))
+    config = ServeConfig(mode=mode, profiles=refs, default=default, served_model_names=list(served), nonce="n0nce")
     return ProfileTable.from_config(config)
 
 
@@ -75,7 +75,7 @@ def test_static_mode_serves_only_the_folded_profile(profile_files):
         with pytest.raises(RequestError, match="folded into its weights") as e:
             t.resolve(chat(vllm_xargs={"head_profile": name}))
         assert e.value.reason == "static_mode"
-    body = t.apply(chat(vllm_xargs={"head_profile": "colors"}), t.resolve(chat()))
+    body = t.apply(chat(vllm_xargs={"head_profile": "colors", "vseam_nonce": "x"}), t.resolve(chat()))
     assert "cache_salt" not in body and body["vllm_xargs"] == {}
 
 
@@ -84,7 +84,7 @@ def test_apply_rewrites_model_xargs_and_salts_the_prefix_cache_per_profile(profi
     body = {**chat(), "model": f"{MODEL}:where", "vllm_xargs": {"other": 1}}
     out = t.apply(body, t.resolve(body))
     assert out["model"] == MODEL
-    assert out["vllm_xargs"] == {"other": 1, "head_profile": "where"}
+    assert out["vllm_xargs"] == {"other": 1, "head_profile": "where", "vseam_nonce": "n0nce"}
     assert out["cache_salt"] == "vseam-where"
     salts = {p: t.apply(chat(), t.resolve(chat(vllm_xargs={"head_profile": p})))["cache_salt"]
              for p in ("none", "colors", "where")}

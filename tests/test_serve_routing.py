@@ -61,6 +61,8 @@ def test_request_text_reads_the_last_user_turn():
         "Is it red?"
     )
     assert request_text({}) == ""
+    batch = {"messages": [[{"role": "user", "content": "Where is the cat?"}], [{"role": "user", "content": "x"}]]}
+    assert request_text(batch) == "Where is the cat?"
 
 
 def test_route_prefers_exact_level_then_all_then_none():
