@@ -28,16 +28,14 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import pathlib
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+
+from serve.launch import launch
 
 QUESTIONS = ["Is the cat red?", "Is the dog to the left of the car?", "Is there a bird in this picture?",
              "Is the table made of wood?", "Is the man riding the horse?", "What color is the bus?"]
@@ -73,42 +71,11 @@ def write_profiles(model: pathlib.Path, out: pathlib.Path) -> dict[str, pathlib.
     return paths
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def server(argv: list[str], log: pathlib.Path, timeout: float = 900):
-    import httpx
-
-    port = free_port()
-    env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")}
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([*argv, "--port", str(port)], stdout=fh, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited ({proc.returncode}); see {log}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            if time.time() > deadline:
-                raise TimeoutError(f"server not healthy after {timeout}s; see {log}")
-            time.sleep(1)
+    """The server of `argv` on a free port (logging to `log`); yields its base URL once healthy."""
+    with launch([*argv, "--port", "{port}"], log, timeout=timeout, grace=60) as (base, _proc):
         yield base
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 def make_requests(model: str, n: int, max_tokens: int, profiles: list[str] | None, seed: int) -> list[dict]:

