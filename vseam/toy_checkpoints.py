@@ -245,6 +245,36 @@ def split_processor_config(out: pathlib.Path, processor_class: str) -> None:
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
+def _lm_tokenizer(spec: ToySpec, added: tuple[str, ...]):
+    """The toy LLaMA tokenizer with `added` special tokens appended in this order ("<pad>" becomes the pad token).
+
+    Returns (tokenizer, {token: id}, padded LM vocab size); the ids follow the base vocabulary in `added` order,
+    as in the real checkpoints (LLaVA-1.5: <image> then <pad>; InstructBLIP-Vicuna: <pad> then <image>).
+    """
+    tok = build_llama_tokenizer(spec.tokenizer_vocab)
+    base = len(tok)
+    for t in added:
+        tok.add_special_tokens({"pad_token": t} if t == "<pad>" else {"additional_special_tokens": [t]})
+    ids = {t: tok.convert_tokens_to_ids(t) for t in added}
+    assert list(ids.values()) == list(range(base, base + len(added))), (ids, base)
+    return tok, ids, _padded_vocab(len(tok))
+
+
+#: the CLIP-normalised RGB preprocessing both families' image processors share (bicubic resize, rescale, normalise)
+CLIP_PREPROCESSING = dict(do_resize=True, do_normalize=True, do_rescale=True, do_convert_rgb=True,
+                          image_mean=CLIP_MEAN, image_std=CLIP_STD, resample=3)
+
+
+def _save(model, processor, out: pathlib.Path, model_id: str, hub_key) -> None:
+    """Write model (config, generation config, sharded hub-named weights) and processor in the hub layout."""
+    model.config.save_pretrained(out)
+    model.generation_config.save_pretrained(out)
+    write_sharded({hub_key(k): v for k, v in model.state_dict().items()}, out)
+    _finish_config(out, model_id)
+    processor.save_pretrained(out)
+    split_processor_config(out, type(processor).__name__)
+
+
 def build_llava(out: str | pathlib.Path, seed: int = 0, spec: ToySpec | None = None):
     """Write a tiny llava-1.5-layout checkpoint to `out`; returns (model, processor)."""
     from transformers import (
@@ -258,13 +288,8 @@ def build_llava(out: str | pathlib.Path, seed: int = 0, spec: ToySpec | None = N
     spec = spec or ToySpec()
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tok = build_llama_tokenizer(spec.tokenizer_vocab)
-    base = len(tok)
-    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    tok.add_special_tokens({"pad_token": "<pad>"})
-    image_id, pad_id = tok.convert_tokens_to_ids("<image>"), tok.convert_tokens_to_ids("<pad>")
-    assert (image_id, pad_id) == (base, base + 1), (image_id, pad_id, base)
-    vocab = _padded_vocab(len(tok))
+    tok, ids, vocab = _lm_tokenizer(spec, ("<image>", "<pad>"))
+    image_id, pad_id = ids["<image>"], ids["<pad>"]
 
     vision = CLIPVisionConfig(
         hidden_size=spec.vision_hidden,
@@ -294,23 +319,11 @@ def build_llava(out: str | pathlib.Path, seed: int = 0, spec: ToySpec | None = N
     model = LlavaForConditionalGeneration(config).eval()
     _init_weights(model, seed, spec.init_std)
 
-    model_id = spec.model_id or f"vseam/tiny-llava-1.5-s{seed}"
-    model.config.save_pretrained(out)
-    model.generation_config.save_pretrained(out)
-    write_sharded({llava_hub_key(k): v for k, v in model.state_dict().items()}, out)
-    _finish_config(out, model_id)
-
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": spec.image_size},
         crop_size={"height": spec.image_size, "width": spec.image_size},
         do_center_crop=True,
-        do_resize=True,
-        do_normalize=True,
-        do_rescale=True,
-        do_convert_rgb=True,
-        image_mean=CLIP_MEAN,
-        image_std=CLIP_STD,
-        resample=3,
+        **CLIP_PREPROCESSING,
     )
     processor = LlavaProcessor(
         image_processor=image_processor,
@@ -320,8 +333,7 @@ def build_llava(out: str | pathlib.Path, seed: int = 0, spec: ToySpec | None = N
         num_additional_image_tokens=1,
         chat_template=LLAVA_CHAT_TEMPLATE,
     )
-    processor.save_pretrained(out)
-    split_processor_config(out, "LlavaProcessor")
+    _save(model, processor, out, spec.model_id or f"vseam/tiny-llava-1.5-s{seed}", llava_hub_key)
     return model, processor
 
 
@@ -339,13 +351,9 @@ def build_instructblip(out: str | pathlib.Path, seed: int = 0, spec: ToySpec | N
     spec = spec or ToySpec()
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tok = build_llama_tokenizer(spec.tokenizer_vocab)
-    base = len(tok)
-    tok.add_special_tokens({"pad_token": "<pad>", "additional_special_tokens": ["<image>"]})
-    pad_id, image_id = tok.convert_tokens_to_ids("<pad>"), tok.convert_tokens_to_ids("<image>")
-    assert {pad_id, image_id} == {base, base + 1}
+    tok, ids, vocab = _lm_tokenizer(spec, ("<pad>", "<image>"))
+    pad_id, image_id = ids["<pad>"], ids["<image>"]
     tok.image_token = "<image>"
-    vocab = _padded_vocab(len(tok))
     qtok = build_bert_tokenizer()
 
     vision = InstructBlipVisionConfig(
@@ -385,21 +393,9 @@ def build_instructblip(out: str | pathlib.Path, seed: int = 0, spec: ToySpec | N
             d = spec.vision_hidden
             layer.self_attn.qkv.bias[d : 2 * d].zero_()
 
-    model_id = spec.model_id or f"vseam/tiny-instructblip-vicuna-s{seed}"
-    model.config.save_pretrained(out)
-    model.generation_config.save_pretrained(out)
-    write_sharded({instructblip_hub_key(k): v for k, v in model.state_dict().items()}, out)
-    _finish_config(out, model_id)
-
     image_processor = BlipImageProcessor(
         size={"height": spec.image_size, "width": spec.image_size},
-        do_resize=True,
-        do_normalize=True,
-        do_rescale=True,
-        do_convert_rgb=True,
-        image_mean=CLIP_MEAN,
-        image_std=CLIP_STD,
-        resample=3,
+        **CLIP_PREPROCESSING,
     )
     processor = InstructBlipProcessor(
         image_processor=image_processor,
@@ -407,8 +403,7 @@ def build_instructblip(out: str | pathlib.Path, seed: int = 0, spec: ToySpec | N
         qformer_tokenizer=qtok,
         num_query_tokens=spec.num_query_tokens,
     )
-    processor.save_pretrained(out)
-    split_processor_config(out, "InstructBlipProcessor")
+    _save(model, processor, out, spec.model_id or f"vseam/tiny-instructblip-vicuna-s{seed}", instructblip_hub_key)
     return model, processor
 
 
