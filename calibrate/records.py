@@ -74,8 +74,27 @@ class VQARecord:
         return VQARecord(**d)
 
 
+class _Wraps:
+    """JSON of a dataclass whose field `_WRAPPED[0]` holds a `_WRAPPED[1]`, written with that type's own JSON."""
+
+    _WRAPPED: tuple[str, type]  # (field name, type); set by each subclass (a class attribute, not a field)
+
+    def to_json(self) -> dict:
+        field, _ = self._WRAPPED
+        d = dataclasses.asdict(self)
+        d[field] = getattr(self, field).to_json()
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict):
+        field, kind = cls._WRAPPED
+        d = dict(d)
+        d[field] = kind.from_json(d[field])
+        return cls(**d)
+
+
 @dataclasses.dataclass
-class EditedPair:
+class EditedPair(_Wraps):
     """A record with its counterfactual question and the locally edited image (before the Eq 4 filter)."""
 
     record: VQARecord
@@ -86,20 +105,11 @@ class EditedPair:
     editor: str = ""  # recolor / remove / mirror / diffusion / render (exact re-render, shapes world)
     quality: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def to_json(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["record"] = self.record.to_json()
-        return d
-
-    @staticmethod
-    def from_json(d: dict) -> "EditedPair":
-        d = dict(d)
-        d["record"] = VQARecord.from_json(d["record"])
-        return EditedPair(**d)
+    _WRAPPED = ("record", VQARecord)
 
 
 @dataclasses.dataclass
-class Triple:
+class Triple(_Wraps):
     """An (x, z, z̃, y) triple kept by Eq 4: the model answers y on the clean image and not on the edited one."""
 
     pair: EditedPair
@@ -108,20 +118,11 @@ class Triple:
     pred_clean: str
     pred_edited: str
 
+    _WRAPPED = ("pair", EditedPair)
+
     @property
     def record(self) -> VQARecord:
         return self.pair.record
-
-    def to_json(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["pair"] = self.pair.to_json()
-        return d
-
-    @staticmethod
-    def from_json(d: dict) -> "Triple":
-        d = dict(d)
-        d["pair"] = EditedPair.from_json(d["pair"])
-        return Triple(**d)
 
 
 def write_jsonl(path, items) -> None:
