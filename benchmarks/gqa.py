@@ -2,7 +2,7 @@
 
 attribute: color, material · object: animal, vehicle, indoor · relation: spatial, action.
 
-Prompt: the family's Table-8 yes/no prompt. Parse: `answers.parse_yes_no`. Metrics:
+Prompt, parse, choices, scoring: the yes/no ones of `benchmarks.binary`. Metrics:
 
 * per subtype: accuracy (an unparsed reply counts as wrong; see `task.accuracy_block`)
 * per level: accuracy over the level's items (`accuracy`, micro) and the mean of its subtypes' accuracies
@@ -13,8 +13,8 @@ Prompt: the family's Table-8 yes/no prompt. Parse: `answers.parse_yes_no`. Metri
 from __future__ import annotations
 
 from head_profiles import LEVELS, SUBTYPE_LEVEL, SUBTYPES
-from benchmarks.answers import parse_yes_no
-from benchmarks.task import Answer, Prompt, accuracy_block, by_category, mean_or_none
+from benchmarks.binary import choices, is_correct, parse, prompt  # noqa: F401  (the task interface)
+from benchmarks.task import Answer, accuracy_block, by_category, mean_or_none
 
 NAME = "gqa"
 DATASET = "gqa"
@@ -41,23 +41,6 @@ def select(records):
 
 def category(record) -> str:
     return record.subtype
-
-
-def prompt(family, record) -> Prompt:
-    return Prompt(family.binary_text(record.question))
-
-
-def choices(family) -> tuple[str, ...]:
-    """The replies `--constrain` allows: the family's two answer words."""
-    return (family.yes_word, family.no_word)
-
-
-def parse(reply: str | None) -> str | None:
-    return parse_yes_no(reply)
-
-
-def is_correct(record, prediction: str) -> bool:
-    return prediction == record.answer
 
 
 def metrics(answers: list[Answer]) -> dict:

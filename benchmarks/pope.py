@@ -1,6 +1,6 @@
 """POPE: binary object-presence questions in three splits (random / popular / adversarial).
 
-Prompt: the family's Table-8 yes/no prompt. Parse: `answers.parse_yes_no`. Metrics per split and over all splits,
+Prompt, parse, choices, scoring: the yes/no ones of `benchmarks.binary`. Metrics per split and over all splits,
 with "yes" as the positive class:
 
 * accuracy = (TP + TN) / n — an unparsed reply counts as wrong (also reported: `unparsed`, `accuracy_answered`)
@@ -10,8 +10,9 @@ with "yes" as the positive class:
 
 from __future__ import annotations
 
-from benchmarks.answers import YES, parse_yes_no
-from benchmarks.task import Answer, Prompt, accuracy_block, by_category
+from benchmarks.answers import YES
+from benchmarks.binary import choices, is_correct, parse, prompt  # noqa: F401  (the task interface)
+from benchmarks.task import Answer, accuracy_block, by_category
 
 NAME = "pope"
 DATASET = "pope"
@@ -28,23 +29,6 @@ def select(records):
 
 def category(record) -> str:
     return record.subtype or "unknown"
-
-
-def prompt(family, record) -> Prompt:
-    return Prompt(family.binary_text(record.question))
-
-
-def choices(family) -> tuple[str, ...]:
-    """The replies `--constrain` allows: the family's two answer words."""
-    return (family.yes_word, family.no_word)
-
-
-def parse(reply: str | None) -> str | None:
-    return parse_yes_no(reply)
-
-
-def is_correct(record, prediction: str) -> bool:
-    return prediction == record.answer
 
 
 def _ratio(a: int, b: int) -> float | None:
