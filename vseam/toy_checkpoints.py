@@ -260,6 +260,13 @@ def _lm_tokenizer(spec: ToySpec, added: tuple[str, ...]):
     return tok, ids, _padded_vocab(len(tok))
 
 
+def _vision_tower_size(spec: ToySpec) -> dict:
+    """The ViT size both families' vision configs take from the spec (MLP 4x wide)."""
+    return dict(hidden_size=spec.vision_hidden, intermediate_size=spec.vision_hidden * 4,
+                num_hidden_layers=spec.vision_layers, num_attention_heads=spec.vision_heads,
+                image_size=spec.image_size, patch_size=spec.patch_size)
+
+
 #: the CLIP-normalised RGB preprocessing both families' image processors share (bicubic resize, rescale, normalise)
 CLIP_PREPROCESSING = dict(do_resize=True, do_normalize=True, do_rescale=True, do_convert_rgb=True,
                           image_mean=CLIP_MEAN, image_std=CLIP_STD, resample=3)
@@ -292,12 +299,7 @@ def build_llava(out: str | pathlib.Path, seed: int = 0, spec: ToySpec | None = N
     image_id, pad_id = ids["<image>"], ids["<pad>"]
 
     vision = CLIPVisionConfig(
-        hidden_size=spec.vision_hidden,
-        intermediate_size=spec.vision_hidden * 4,
-        num_hidden_layers=spec.vision_layers,
-        num_attention_heads=spec.vision_heads,
-        image_size=spec.image_size,
-        patch_size=spec.patch_size,
+        **_vision_tower_size(spec),
         projection_dim=spec.vision_hidden,
         hidden_act="quick_gelu",
         layer_norm_eps=1e-5,
@@ -357,12 +359,7 @@ def build_instructblip(out: str | pathlib.Path, seed: int = 0, spec: ToySpec | N
     qtok = build_bert_tokenizer()
 
     vision = InstructBlipVisionConfig(
-        hidden_size=spec.vision_hidden,
-        intermediate_size=spec.vision_hidden * 4,
-        num_hidden_layers=spec.vision_layers,
-        num_attention_heads=spec.vision_heads,
-        image_size=spec.image_size,
-        patch_size=spec.patch_size,
+        **_vision_tower_size(spec),
         layer_norm_eps=1e-6,
         qkv_bias=True,
     )
