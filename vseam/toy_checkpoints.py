@@ -66,8 +66,9 @@ def tokenizer_corpus() -> list[str]:
     return lines * 4
 
 
-def build_llama_tokenizer(vocab_size: int = 1024):
-    """A Llama-style BPE tokenizer (byte fallback, ▁ word prefix) trained on `tokenizer_corpus()`."""
+def build_llama_tokenizer(vocab_size: int = 1024, split_punctuation: bool = False):
+    """A Llama-style BPE tokenizer (byte fallback, ▁ word prefix) trained on `tokenizer_corpus()`; with
+    `split_punctuation` no merge joins a punctuation mark to a word."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import LlamaTokenizer
 
@@ -75,6 +76,8 @@ def build_llama_tokenizer(vocab_size: int = 1024):
     byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    if split_punctuation:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([tok.pre_tokenizer, pre_tokenizers.Punctuation("isolated")])
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=specials + byte_tokens,
@@ -138,6 +141,9 @@ class ToySpec:
     text_intermediate: int = 256
     text_head_dim: int = 0  # 0: text_hidden // text_heads (set it to decouple head count from width)
     tokenizer_vocab: int = 1024
+    #: learn no BPE merges across punctuation, as Llama's tokenizer does ("red?" -> "▁red", "?"), so a word is the
+    #: same token in a question and in running text (the model organism needs it; the random test models do not)
+    tokenizer_split_punctuation: bool = False
     qformer_hidden: int = 64
     qformer_layers: int = 2
     qformer_heads: int = 2
@@ -251,7 +257,7 @@ def _lm_tokenizer(spec: ToySpec, added: tuple[str, ...]):
     Returns (tokenizer, {token: id}, padded LM vocab size); the ids follow the base vocabulary in `added` order,
     as in the real checkpoints (LLaVA-1.5: <image> then <pad>; InstructBLIP-Vicuna: <pad> then <image>).
     """
-    tok = build_llama_tokenizer(spec.tokenizer_vocab)
+    tok = build_llama_tokenizer(spec.tokenizer_vocab, spec.tokenizer_split_punctuation)
     base = len(tok)
     for t in added:
         tok.add_special_tokens({"pad_token": t} if t == "<pad>" else {"additional_special_tokens": [t]})
