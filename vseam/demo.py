@@ -1,11 +1,256 @@
-"""`make demo`: the whole V-SEAM loop on the bundled model organism (filled in by the demo issue)."""
+"""`make demo`: the whole V-SEAM loop on the bundled model organism, offline, on CPU.
 
+    .venv/bin/python -m vseam.demo [--out runs/demo] [--k 4] [--test-size 700] [--fresh]
+
+1. the model organism: a tiny LLaVA-1.5 trained on the synthetic `shapes` world (`vseam/organism/weights`);
+2. calibrate on the world's `calib` split: exact counterfactual re-renders (stage 1's `render` editor), Eq-4
+   triples, activation patching, head attribution, one profile per semantic level (`calibrate --dataset shapes`);
+3. the paper's Table-3 strategies of each level's profile (`vseam eval strategies`);
+4. `vseam serve` with all strategy profiles loaded (per-request mode);
+5. evaluate through the OpenAI API on the held-out `test` split: original vs w/o negative vs w/o positive vs
+   random remove vs rescaling, each level answered with its own level's profiles, with bootstrap p-values
+   (`vseam eval`'s GQA task, which scores the 7 subtypes and 3 levels);
+6. stop the server and print the table.
+
+Every step writes under `--out` and resumes: a re-run reuses the calibration run dir and the eval answer cache.
+The held-out split is never used for any choice: K (heads per set) is fixed in advance, the calibration uses
+the `calib` split only, the organism was selected on `val`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import subprocess
 import sys
+import time
+
+from serve.launch import ServerError, free_port, launch, tail
+
+LEVELS = ("attribute", "object", "relation")
+SERVED_NAME = "shapes-llava"
+#: vLLM flags that let the CPU server start quickly and share a small machine (fp32, small KV cache)
+VLLM_CPU_FLAGS = [
+    "--dtype", "float32",
+    "--max-model-len", "512",
+    "--kv-cache-memory-bytes", str(256 * 2**20),
+    "--limit-mm-per-prompt", '{"image": 1}',
+    "--disable-log-stats",
+]
+BUDGET_S = 15 * 60
 
 
-def main() -> int:
-    print("vseam demo: not yet available (the model organism and demo land with issue 8)")
-    return 0
+class DemoError(RuntimeError):
+    pass
+
+
+class Steps:
+    """Numbered steps with wall-clock times."""
+
+    def __init__(self, total: int):
+        self.total, self.n, self.t0, self.times = total, 0, time.time(), {}
+        self._cur, self._start = None, None
+
+    def start(self, title: str) -> None:
+        self.finish()
+        self.n += 1
+        self._cur, self._start = title, time.time()
+        print(f"\n=== [{self.n}/{self.total}] {title}  (t={self.elapsed():.0f}s)", flush=True)
+
+    def finish(self) -> None:
+        if self._cur is not None:
+            self.times[self._cur] = round(time.time() - self._start, 1)
+            print(f"--- done in {self.times[self._cur]:.0f}s", flush=True)
+            self._cur = None
+
+    def elapsed(self) -> float:
+        return time.time() - self.t0
+
+
+def run(cmd: list[str], what: str) -> None:
+    """Run a vseam command in the foreground (its progress bars show); fail with its exit code.
+
+    Torch runs single-threaded (OMP_NUM_THREADS=1 unless set): on 2 shared cores the tiny model is several times
+    faster that way than with threads that wait on each other.
+    """
+    print("$ " + " ".join(_short(c) for c in cmd[1:]), flush=True)
+    env = {"OMP_NUM_THREADS": "1", **os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run(cmd, env=env)
+    if res.returncode != 0:
+        raise DemoError(f"{what} failed (exit {res.returncode})")
+
+
+def _short(arg: str) -> str:
+    try:
+        return os.path.relpath(arg) if os.path.isabs(arg) and os.path.exists(arg) else arg
+    except ValueError:
+        return arg
+
+
+# ---- the server ---------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def serving(model: pathlib.Path, profiles: list[pathlib.Path], log: pathlib.Path, port: int, timeout: float = 420):
+    """`vseam serve` in its own process group; yields the base URL once /health answers; always stopped after."""
+    cmd = [sys.executable, "-m", "serve.cli", str(model), *[a for p in profiles for a in ("--head-profile", str(p))],
+           "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port), *VLLM_CPU_FLAGS]
+    print("$ " + " ".join(_short(c) for c in cmd[1:]) + f"   (log: {_short(str(log))})", flush=True)
+    env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+
+    def waiting(waited: float) -> None:
+        print(f"  waiting for the server ({waited:.0f}s) ... {_last_line(log)}", flush=True)
+
+    t0 = time.time()
+    try:
+        with launch(cmd, log, env, port=port, timeout=timeout, name="vseam serve", waiting=waiting) as (base, proc):
+            print(f"  server up at {base} after {time.time() - t0:.0f}s (pid {proc.pid})", flush=True)
+            yield base, proc.pid
+    except ServerError as e:
+        raise DemoError(str(e)) from None
+    finally:
+        print("  server stopped", flush=True)
+
+
+def _last_line(path: pathlib.Path) -> str:
+    return tail(path, 1).strip()[-100:]
+
+
+def level_profiles(folder: pathlib.Path, report: pathlib.Path) -> dict[str, pathlib.Path]:
+    """Each level's own profile; a level the calibration found no Eq-4 triples for (the model never answers it
+    right on clean and wrong on edited images) is served the combined `shapes-all` profile instead."""
+    combined = folder / "shapes-all.json"
+    if not combined.exists():
+        raise DemoError(f"calibrate wrote no profile in {folder} (see {report})")
+    out = {}
+    for lv in LEVELS:
+        own = folder / f"shapes-{lv}.json"
+        if own.exists():
+            out[lv] = own
+        else:
+            print(f"  no Eq-4 triples for the {lv} level (see {_short(str(report))}): its questions use "
+                  f"{combined.name}", flush=True)
+            out[lv] = combined
+    return out
+
+
+# ---- evaluation ---------------------------------------------------------------------------------------------------
+
+
+def evaluate(base_url: str, manifests: dict[str, pathlib.Path], records, out: pathlib.Path, concurrency: int) -> dict:
+    """`vseam eval gqa --strategies attribute=... object=... relation=...` on the shapes records, through the API.
+
+    The eval task's own functions do the work (arms from the manifests, requests, parsing, metrics, bootstrap);
+    only the records come from the shapes loader instead of GQA files.
+    """
+    from benchmarks.cli import _arms
+    from benchmarks.client import Endpoint
+    from benchmarks.run import EvalConfig, evaluate as run_eval
+    from vseam.families import FAMILIES
+
+    ns = argparse.Namespace(strategies=[f"{lv}={p}" for lv, p in manifests.items()], reference=None, profile=None)
+    arms, reference, _ = _arms(ns)
+    cfg = EvalConfig(task="gqa", endpoint=Endpoint(base_url=base_url, model=SERVED_NAME), arms=arms, out_dir=out,
+                     reference=reference, concurrency=concurrency)
+    info = {"files": ["shapes:test"], "images": None, "excluded": {}, "limit": None}
+    return run_eval(cfg, records, FAMILIES["llava"], data_info=info)
+
+
+# ---- the demo -----------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vseam.demo", description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="runs/demo", help="working directory (resumable)")
+    p.add_argument("--k", type=int, default=4, help="heads per set (positive / negative) in each level's profile; "
+                                                    "fixed in advance, never tuned on the held-out split")
+    p.add_argument("--calib-size", type=int, default=700, help="records of the calib split to calibrate on")
+    p.add_argument("--test-size", type=int, default=700, help="held-out questions (test split) to evaluate")
+    p.add_argument("--patching", type=int, default=16, help="triples to activation-patch (heatmaps)")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--fresh", action="store_true", help="delete --out first")
+    p.add_argument("--calibrate-arg", action="append", default=[], metavar="ARG",
+                   help="extra flag for the calibrate command (repeatable), e.g. --calibrate-arg=--method=atp")
+    p.add_argument("--model", help="another llava-layout checkpoint instead of the organism (for trying the loop)")
+    args = p.parse_args(argv)
+
+    from vseam.organism import CARD_JSON, weights_dir
+
+    out = pathlib.Path(args.out).resolve()
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = out / "images"
+    steps = Steps(6)
+    py = sys.executable
+    try:
+        # 1 ------------------------------------------------------------------------------------------------------
+        steps.start("model organism")
+        if args.model:
+            weights = pathlib.Path(args.model).resolve()
+            print(f"  {weights} (given with --model)")
+        else:
+            weights = weights_dir()
+            card = json.loads(CARD_JSON.read_text())
+            held = card["held_out"]
+            print(f"  {weights} ({card['parameters'] / 1e6:.1f}M parameters, {card['weights_mb']:.0f} MB)")
+            print("  held-out accuracy on the model card: "
+                  + ", ".join(f"{k} {v * 100:.0f}%" for k, v in held["subtype"].items())
+                  + f"; overall {held['overall'] * 100:.1f}%")
+
+        # 2 ------------------------------------------------------------------------------------------------------
+        steps.start("calibrate on shapes/calib (exact re-rendered counterfactuals -> Eq-4 triples -> heads)")
+        calib = out / "calibrate"
+        run([py, "-m", "calibrate.pipeline", "--dataset", "shapes", "--data", "calib", "--images", str(images),
+             "--dataset-option", f"size={args.calib_size}", "--model", str(weights), "--out", str(calib),
+             "--k", str(args.k), "--patching", str(args.patching), "--batch", "8", *args.calibrate_arg], "calibrate")
+        profiles = level_profiles(calib / "profiles", calib / "report.md")
+
+        # 3 ------------------------------------------------------------------------------------------------------
+        steps.start("Table-3 strategies of each level's profile")
+        manifests = {}
+        for lv, prof in profiles.items():
+            d = out / "strategies" / lv
+            run([py, "-m", "vseam.cli", "eval", "strategies", str(prof), "--out", str(d), "--seed", "0"],
+                f"strategies ({lv})")
+            manifests[lv] = d / "strategies.json"
+        # one file per profile name (levels served the combined profile share its strategy profiles)
+        served = sorted({p.name: p for d in sorted((out / "strategies").iterdir()) for p in d.glob("*.json")
+                         if p.name != "strategies.json"}.values())
+
+        # 4-5 ----------------------------------------------------------------------------------------------------
+        steps.start(f"vseam serve with {len(served)} profiles (per request)")
+        from calibrate.datasets import load_dataset
+
+        test = load_dataset("shapes", path="test", images=str(images), size=args.test_size).records
+        with serving(weights, served, out / "serve.log", free_port()) as (base, server_pid):
+            steps.start(f"evaluate {len(test)} held-out questions x 5 strategies through the OpenAI API")
+            report = evaluate(base, manifests, test, out / "eval", args.concurrency)
+            steps.start("stop the server")
+        steps.finish()
+
+        # 6 ------------------------------------------------------------------------------------------------------
+        print("\n" + (out / "eval" / "report.md").read_text())
+        total = steps.elapsed()
+        summary = {"seconds": round(total, 1), "steps": steps.times, "k": args.k, "held_out": len(test),
+                   "report": str(out / "eval" / "report.json"), "server_pid": server_pid,
+                   "profiles": {lv: str(p) for lv, p in profiles.items()}}
+        (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
+        per_step = ", ".join(f"{k.split()[0]} {v:.0f}s" for k, v in steps.times.items())
+        print(f"demo finished in {total / 60:.1f} min ({per_step})")
+        if total > BUDGET_S:
+            print(f"note: over the {BUDGET_S // 60}-minute budget on this machine")
+        return 0
+    except DemoError as e:
+        print(f"\ndemo failed: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; run `make demo` again to resume from {out}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

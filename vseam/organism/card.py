@@ -67,19 +67,46 @@ def evaluate(weights: pathlib.Path, n: int, progress: bool = True) -> dict:
 NOTES = """\
 ## What worked, what did not
 
-* **Vision pre-training first.** Trained end to end from scratch, a model of this size sits at the answer
-  prior for a long time (a 3M-parameter probe: ~1,000 steps at chance, 65/74/43-57% color/object/spatial
-  after 1,600 steps). Here phase 1 trains only the CLIP tower, read at LLaVA's feature layer (-2), to label
-  every 8-px patch with the shape / color / pattern of the object covering it (a throw-away linear head);
-  it reaches ~97% foreground patch accuracy in ~1,000 steps, and phase 2 then leaves the prior quickly.
-* **Many questions per image.** Each rendered training scene is asked every question its scene graph
-  answers (plus its generator question, which carries the hard cases: near-but-apart contact pairs, a color
-  that another object has), balanced over subtype and yes/no.
+Measured here while building the recipe (train accuracy is an EMA over batches of 32; val = split `val`):
+
+* **Questions alone, from scratch, stay at the prior.** A 3M-parameter probe trained end to end sat at the answer
+  prior for ~1,000 steps and reached 65/74/43-57% color/object/spatial after 1,600 steps. Here, even with a
+  pre-trained vision tower (next point), training on yes/no answers alone left the language model at exactly 50%
+  validation accuracy (a constant answer) after 1,500 steps; neither re-scaling the text embeddings to the image
+  tokens' size, nor a language-model loss on the question tokens, nor an object-presence-only curriculum moved it
+  much within 600-800 steps (presence only: 60% train accuracy after 650 steps).
+* **Vision pre-training first.** Phase 1 trains only the CLIP tower, read at LLaVA's feature layer (-2), to label
+  every 8-px patch with the shape / color / pattern of the object covering it and whether two shapes touch in it
+  (a throw-away linear head): ~95% foreground patch accuracy in ~1,000 steps.
+* **Descriptions before questions (what got the LM off the prior).** Phase 2 asks "Describe the picture." and
+  trains on every word of a randomly ordered description ("striped red circle and star blue plain . circle left
+  of star"), like LLaVA's caption alignment stage. Each description gives ~15 supervised words, most of them a
+  single look-up in the image (after "red", which pattern does the red object have?). After 600 description
+  steps, question answering reached 66% train accuracy in 600 steps, where it had stayed at 50% without them.
+* **A tokenizer that splits punctuation (what got attributes and relations off 50%).** The first organisms used
+  the toy BPE tokenizer, whose merges glue "?" to the last word: "Is the circle red?" ends in the token
+  `▁red?`, which never occurs in a description (`▁red`), while presence questions ("... in this picture?") end
+  in `▁picture?` and name the object with the plain `▁circle`. Those models reached 93-97% on the three
+  object subtypes but exactly 50% on color, material, spatial and action (P(yes) ≈ 0.47 ± 0.02 for every such
+  question, i.e. a constant answer), even after 400 extra steps on color questions alone, from the trained
+  LM or from a re-initialised one, and with an attention-supervision loss tried on top (the object-name token's
+  attention pushed onto that object's patches). Splitting punctuation the way Llama's tokenizer does
+  (`ToySpec.tokenizer_split_punctuation`) makes every word the same token in questions and descriptions.
+* **Relations are not learned yet.** With the split tokenizer, validation accuracy went 67% -> 78% -> 82% at QA
+  steps 500 / 1000 / 1500, all of it from the attribute and object subtypes; spatial (left/right/above/below
+  of two named objects) and action (touching) stayed at 46-53%. A longer phase 3 or an end-to-end phase 4 was
+  not tried for lack of time. Calibration therefore finds no Eq-4 triples at the relation level, and the demo
+  serves relation questions the combined profile.
+* **Frozen tower, cached features.** Phases 2-3 train projector + LM on the tower's features computed once per
+  training scene (the tower's forward/backward skipped; the forward is otherwise LLaVA's own, checked in
+  `tests/test_organism.py`).
 * **One CPU thread.** With other jobs on the 2 cores, `torch.set_num_threads(1)` was ~7× faster per step
   than 2 threads (OpenMP threads spin against each other under contention).
+* **End-of-sequence after the answer.** A small loss on `</s>` after "Yes"/"No" makes the served model stop there,
+  so replies parse cleanly through the API.
 * **Stopping on validation, not test.** Training stops when the "val" split reaches the recipe's
-  `target_val_acc`, so the organism stays inside the 70-92% band the issue asks for and rescaling has room
-  to help; the "test" split below was never used for any choice.
+  `target_val_acc` (or the step budget ends, keeping the best val checkpoint), so the organism stays inside the
+  70-92% band the issue asks for and rescaling has room to help; the "test" split was never used for a choice.
 """
 
 
@@ -122,14 +149,18 @@ def write_card(res: dict, weights: pathlib.Path) -> None:
         "## Training (`python -m vseam.organism.train`, recipe in `vseam/organism/recipe.py`)",
         "",
         f"* seed {rec.get('seed')}; {rec.get('train_scenes')} rendered training scenes (split `train`)",
-        f"* phase 1: {rec.get('vision_steps')} steps of per-patch shape/color/pattern labelling of the vision "
-        f"tower (batch {rec.get('vision_batch')}, AdamW lr {rec.get('vision_lr')})",
-        f"* phase 2: up to {rec.get('qa_steps')} steps of yes/no answering with the Table-8 prompt "
-        f"(batch {rec.get('batch')}, AdamW lr {rec.get('lr')} / vision tower {rec.get('vision_tower_lr')}, "
-        f"warm-up {rec.get('warmup')}, cosine, clip {rec.get('clip_norm')}), loss on the answer token only",
-        f"* stopped at phase-2 step {sel.get('step')} with validation accuracy "
+        f"* phase 1: {rec.get('vision_steps')} steps of per-patch shape/color/pattern/contact labelling by the "
+        f"vision tower (batch {rec.get('vision_batch')}, AdamW lr {rec.get('vision_lr')})",
+        f"* phase 2: {rec.get('caption_steps')} steps of picture descriptions on the frozen tower's features "
+        f"(batch {rec.get('batch')}, AdamW lr {rec.get('lr')}, warm-up {rec.get('warmup')}, cosine, clip "
+        f"{rec.get('clip_norm')})",
+        f"* phase 3: up to {rec.get('qa_steps')} steps of yes/no answers with the Table-8 prompt (batch "
+        f"{rec.get('batch')} + {round(rec.get('caption_mix', 0) * rec.get('batch', 0))} description rows), loss on the "
+        "answer token and 0.1 x on the end-of-sequence token after it"
+        + (f"; phase 4: {rec.get('finetune_steps')} end-to-end steps" if rec.get("finetune_steps") else ""),
+        f"* kept: the best validation checkpoint, {sel.get('phase')} step {sel.get('step')}, validation accuracy "
         f"{(sel.get('overall') or 0) * 100:.1f}% (split `val`, n={sel.get('n')}; target "
-        f"{rec.get('target_val_acc')})",
+        f"{rec.get('target_val_acc')}); about 30 minutes on one CPU thread in all",
         "",
         f"## Held-out accuracy (split `{res['split']}`, n={res['n']}, never used for training or selection)",
         "",

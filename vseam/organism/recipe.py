@@ -24,6 +24,7 @@ ORGANISM_SPEC = ToySpec(
     text_head_dim=32,
     text_intermediate=384,
     tokenizer_vocab=1024,
+    tokenizer_split_punctuation=True,
     init_std=0.02,
     model_id="vseam/shapes-llava-1.5-organism",
 )
@@ -44,7 +45,7 @@ class Recipe:
     caption_steps: int = 1500
     #: phase 3 (frozen tower): yes/no answers with the Table-8 prompt (loss on the answer token, plus 0.1 x the
     #: end-of-sequence token after it), with round(caption_mix * batch) description rows added to every step
-    qa_steps: int = 5000
+    qa_steps: int = 1500
     caption_mix: float = 0.25
     batch: int = 32
     lr: float = 1e-3
