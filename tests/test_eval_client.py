@@ -516,7 +516,8 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path):
             "--images", str(FIXTURE / "images"), "--out", str(tmp_path / "out"), "--profile", "good",
             "--concurrency", "1", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parents[1])}
-    with FakeOpenAI(truthful, profiles=["good"], delay=0.2) as fake:
+    # 1 s per answer: the 14 requests take ~14 s, so SIGINT lands mid-run even on a loaded machine
+    with FakeOpenAI(truthful, profiles=["good"], delay=1.0) as fake:
         proc = subprocess.Popen(argv + ["--base-url", fake.url], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         cache_file = tmp_path / "out" / "responses.jsonl"
@@ -529,6 +530,10 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path):
         assert proc.returncode == 130, out
         assert "interrupted: answers so far are cached" in out
         done = len(cache_file.read_text().splitlines())
+        # a request the interrupted run had in flight is recorded when the fake answers it: wait for that
+        settle = time.time() + 10
+        while fake.in_flight and time.time() < settle:
+            time.sleep(0.05)
         first = len(fake.requests)
         assert 3 <= done < UNIQUE
         again = subprocess.run(argv + ["--base-url", fake.url], env=env, capture_output=True, text=True,
