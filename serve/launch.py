@@ -49,6 +49,10 @@ def tail(path: os.PathLike | str, n: int = TAIL_LINES) -> str:
         return ""
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def stop(proc: subprocess.Popen, grace: float = 30.0) -> None:
     """Stop `proc`'s process group: SIGINT, then SIGKILL if it is still running after `grace` seconds."""
     if proc.poll() is not None:
@@ -89,7 +93,10 @@ def launch(
     full_env.update(env or {})
     argv = [str(a).replace("{port}", str(port)) for a in cmd]
     with open(log, "w") as fh:
-        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
+        # the default SIGINT disposition, so `stop` shuts the server down cleanly even when this process was started
+        # with SIGINT ignored (a background job of a shell without job control)
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
+                                preexec_fn=_default_sigint)
     base = f"http://127.0.0.1:{port}"
     try:
         t0, reported = time.time(), 0.0

@@ -518,8 +518,11 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parents[1])}
     # 1 s per answer: the 14 requests take ~14 s, so SIGINT lands mid-run even on a loaded machine
     with FakeOpenAI(truthful, profiles=["good"], delay=1.0) as fake:
+        # a shell without job control starts background jobs with SIGINT ignored, and Python keeps that: give the
+        # child the default disposition so that it gets KeyboardInterrupt however the test run was started
         proc = subprocess.Popen(argv + ["--base-url", fake.url], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+                                stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         cache_file = tmp_path / "out" / "responses.jsonl"
         deadline = time.time() + 120
         while not (cache_file.exists() and len(cache_file.read_text().splitlines()) >= 3):
