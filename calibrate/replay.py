@@ -151,17 +151,24 @@ class Replayer:
         """
         rows = torch.as_tensor(rows, dtype=torch.long)
         hidden = rec.layer_inputs[start].index_select(0, rows.to(rec.layer_inputs[start].device))
+        answer_only = answer_only and self.fast and start != len(self.layers) - 1
+        return self._finish(rec, rows, hidden, start, answer_only)
+
+    def _finish(
+        self, rec: Recording, rows: torch.Tensor, hidden: torch.Tensor, start: int, answer_only: bool
+    ) -> torch.Tensor:
+        """Run layers start..L-1 on `hidden` (rows `rows` of `rec`), then the final norm and the LM head at the
+        last position: logits [R, V] (float32). With `answer_only` the last layer runs at that position alone."""
         last = len(self.layers) - 1
         for i in range(start, len(self.layers)):
             kw = take_rows(rec.layer_kwargs[i], rows, rec.batch)
-            if i == last and i != start and answer_only and self.fast:
+            if i == last and answer_only:
                 hidden = self._answer_only(self.layers[i], hidden, kw)
                 continue
             hidden = self.layers[i](hidden, **kw)
             if isinstance(hidden, tuple):  # older decoder layers return (hidden, ...)
                 hidden = hidden[0]
-        last = self.norm(hidden[:, -1:, :])
-        return self.lm_head(last)[:, -1, :].float()
+        return self.lm_head(self.norm(hidden[:, -1:, :]))[:, -1, :].float()
 
     # ---- fast path (Llama-style layers) -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -180,15 +187,7 @@ class Replayer:
             x, head_out = x[:, -1:], head_out[:, -1:]
         h = x + F.linear(head_out.to(x.dtype), o_proj.weight, o_proj.bias)
         h = h + self.family.mlp(block)(block.post_attention_layernorm(h))
-        for i in range(layer + 1, len(self.layers)):
-            kw = take_rows(rec.layer_kwargs[i], rows, rec.batch)
-            if i == last:
-                h = self._answer_only(self.layers[i], h, kw)
-            else:
-                h = self.layers[i](h, **kw)
-                if isinstance(h, tuple):
-                    h = h[0]
-        return self.lm_head(self.norm(h[:, -1:, :]))[:, -1, :].float()
+        return self._finish(rec, rows, h, layer + 1, answer_only=True)
 
     def _answer_only(self, block: torch.nn.Module, hidden: torch.Tensor, kw: dict) -> torch.Tensor:
         """A Llama decoder layer evaluated at the last position only ([R, 1, d]); keys/values use every position."""
