@@ -127,6 +127,15 @@ class Trainer:
         with open(self.log_path, "a") as fh:
             fh.write(json.dumps(row, sort_keys=True) + "\n")
 
+    def _lm_step(self, loss: torch.Tensor, lr_factor: float) -> None:
+        """One optimiser step of phases 2-4: every group at its base learning rate x `lr_factor`, clipped."""
+        for g in self.opt_qa.param_groups:
+            g["lr"] = g["base_lr"] * lr_factor
+        self.opt_qa.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.clip_norm)
+        self.opt_qa.step()
+
     # ---- phase 1 ---------------------------------------------------------------------------------------------
     def vision_loss(self, idx: np.ndarray) -> tuple[torch.Tensor, float]:
         pix = self.enc.pixels(self.pool.images[idx])
@@ -228,14 +237,8 @@ class Trainer:
         ema, t0 = None, time.time()
         while self.state["step"] < r.caption_steps:
             step = self.state["step"]
-            f = _lr_factor(step, r.caption_steps, r.warmup)
-            for g in self.opt_qa.param_groups:
-                g["lr"] = g["base_lr"] * f
             loss = self.caption_loss(r.batch)
-            self.opt_qa.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.clip_norm)
-            self.opt_qa.step()
+            self._lm_step(loss, _lr_factor(step, r.caption_steps, r.warmup))
             ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
             self.state["step"] = step + 1
             bar.update(1)
@@ -280,9 +283,6 @@ class Trainer:
         ema_loss, ema_acc, t0 = None, None, time.time()
         while self.state["step"] < total and not self.state["done"]:
             step = self.state["step"]
-            f = _lr_factor(step, total, warmup) * scale
-            for g in self.opt_qa.param_groups:
-                g["lr"] = g["base_lr"] * f
             scenes, qs, ys = self.sampler.sample(r.batch)
             # each row is prompt + answer token: the answer is predicted at the prompt's last position, and the
             # end-of-sequence token right after it (so generation stops after "Yes"/"No")
@@ -299,10 +299,7 @@ class Trainer:
             n_cap = round(r.caption_mix * r.batch)
             if frozen and n_cap:
                 loss = loss + r.caption_mix * self.caption_loss(n_cap)
-            self.opt_qa.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.clip_norm)
-            self.opt_qa.step()
+            self._lm_step(loss, _lr_factor(step, total, warmup) * scale)
             with torch.no_grad():
                 acc = float(((logits[:, self.enc.yes_id] > logits[:, self.enc.no_id]) == torch.from_numpy(ys)).float().mean())
             ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
