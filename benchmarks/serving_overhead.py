@@ -35,12 +35,11 @@ import sys
 import tempfile
 import time
 
-from serve.launch import launch
+from serve.launch import cpu_flags, launch
 
 QUESTIONS = ["Is the cat red?", "Is the dog to the left of the car?", "Is there a bird in this picture?",
              "Is the table made of wood?", "Is the man riding the horse?", "What color is the bus?"]
-FLAGS = ["--dtype", "float32", "--max-model-len", "512", "--kv-cache-memory-bytes", str(512 * 2**20),
-         "--limit-mm-per-prompt", '{"image": 1}', "--disable-log-stats", "--host", "127.0.0.1"]
+FLAGS = [*cpu_flags(kv_cache_mib=512), "--host", "127.0.0.1"]
 
 
 def build_model(out: pathlib.Path, layers: int, hidden: int, heads: int) -> pathlib.Path:

@@ -34,6 +34,19 @@ class ServerTimeout(ServerError, TimeoutError):
     """The server did not answer /health in time."""
 
 
+def cpu_flags(kv_cache_mib: int = 256) -> list[str]:
+    """vLLM server flags for a small shared CPU machine: fp32, 512-token context, a fixed KV cache of
+    `kv_cache_mib` MiB (without it the CPU worker reserves a share of a NUMA node), one image per prompt, no
+    periodic stats logging."""
+    return [
+        "--dtype", "float32",
+        "--max-model-len", "512",
+        "--kv-cache-memory-bytes", str(kv_cache_mib * 2**20),
+        "--limit-mm-per-prompt", '{"image": 1}',
+        "--disable-log-stats",
+    ]
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as s:

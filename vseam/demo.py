@@ -29,18 +29,10 @@ import subprocess
 import sys
 import time
 
-from serve.launch import ServerError, free_port, launch, tail
+from serve.launch import ServerError, cpu_flags, free_port, launch, tail
 
 LEVELS = ("attribute", "object", "relation")
 SERVED_NAME = "shapes-llava"
-#: vLLM flags that let the CPU server start quickly and share a small machine (fp32, small KV cache)
-VLLM_CPU_FLAGS = [
-    "--dtype", "float32",
-    "--max-model-len", "512",
-    "--kv-cache-memory-bytes", str(256 * 2**20),
-    "--limit-mm-per-prompt", '{"image": 1}',
-    "--disable-log-stats",
-]
 BUDGET_S = 15 * 60
 
 
@@ -98,7 +90,7 @@ def _short(arg: str) -> str:
 def serving(model: pathlib.Path, profiles: list[pathlib.Path], log: pathlib.Path, port: int, timeout: float = 420):
     """`vseam serve` in its own process group; yields the base URL once /health answers; always stopped after."""
     cmd = [sys.executable, "-m", "serve.cli", str(model), *[a for p in profiles for a in ("--head-profile", str(p))],
-           "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port), *VLLM_CPU_FLAGS]
+           "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port), *cpu_flags()]
     print("$ " + " ".join(_short(c) for c in cmd[1:]) + f"   (log: {_short(str(log))})", flush=True)
     env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
 
