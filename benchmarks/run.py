@@ -214,7 +214,7 @@ def build_requests(mod, family, records, arms: Sequence[Arm]) -> list[Request]:
 def evaluate(cfg: EvalConfig, records, family, data_info: dict | None = None) -> dict:
     """Ask, score, test and write the report; returns the report dict (also written as report.json)."""
     from benchmarks import report as report_mod
-    from benchmarks.stats import bootstrap
+    from benchmarks.stats import bootstrap, paired_tests
 
     mod = task_module(cfg.task)
     if not records:
@@ -249,16 +249,15 @@ def evaluate(cfg: EvalConfig, records, family, data_info: dict | None = None) ->
                 fh.write(json.dumps(row, sort_keys=True) + "\n")
 
     metrics = {arm.label: mod.metrics(answers[arm.label]) for arm in cfg.arms}
-    significance = None
+    significance = tests = None
     if cfg.reference is not None and len(cfg.arms) > 1:
         paired = paired_correctness(answers, mod.bootstrap_category)
         order = list(mod.headline(metrics[cfg.arms[0].label]))  # the task's own category order
         paired = dict(sorted(paired.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
-        significance = bootstrap(
-            paired,
-            reference=cfg.reference,
-            baselines=[a.label for a in cfg.arms if a.label != cfg.reference],
-            folds=cfg.folds, fold_size=cfg.fold_size, seed=cfg.seed)
+        baselines = [a.label for a in cfg.arms if a.label != cfg.reference]
+        tests = paired_tests(paired, reference=cfg.reference, baselines=baselines, seed=cfg.seed)
+        significance = bootstrap(paired, reference=cfg.reference, baselines=baselines,
+                                 folds=cfg.folds, fold_size=cfg.fold_size, seed=cfg.seed)
     unique = [o for o in outcomes if not o.shared]
     failed = [o for o in unique if o.error]
     from vseam import __version__
@@ -285,6 +284,7 @@ def evaluate(cfg: EvalConfig, records, family, data_info: dict | None = None) ->
         },
         "metrics": metrics,
         "headline": {label: mod.headline(m) for label, m in metrics.items()},
+        "paired_tests": tests,
         "significance": significance,
     }
     report_mod.write_report(report, cfg.out_dir)

@@ -1,6 +1,15 @@
-"""Significance of a strategy's gain over baselines: paired bootstrap folds and a paired t-test (paper Table 18).
+"""Significance of a strategy's gain over baselines.
 
-For each category (e.g. a semantic level), `folds` folds of `fold_size` items are drawn with replacement from
+Two kinds of test, both on the same paired per-question outcomes (item i is the same question for every strategy):
+
+* `paired_tests` — what the p-values should be read from: an exact McNemar test (two-sided binomial test on the
+  questions exactly one of the two strategies answers right) and a 95% paired-bootstrap confidence interval of the
+  accuracy difference (questions resampled with replacement, percentile interval).
+* `bootstrap` — the paper's Table-18 procedure, reproduced for comparison with the paper. It draws many folds and
+  runs a t-test on the fold accuracies as if they were independent samples; they are resamples of the same
+  questions, so its p-value shrinks as folds are added, whatever the amount of data.
+
+Paper Table-18 procedure: for each category (e.g. a semantic level), `folds` folds of `fold_size` items are drawn with replacement from
 the items every compared strategy answered (seeded; the same draw for the reference and all baselines, so the
 comparison is paired). In each fold the accuracy of the reference and of a baseline is computed; Δ = reference −
 baseline in percentage points. Reported per (category, baseline): mean Δ, SD of Δ (ddof 1), and the paired
@@ -101,6 +110,76 @@ def bootstrap(
         }
     return {
         "config": {"reference": reference, "baselines": list(baselines), "folds": folds, "fold_size": fold_size,
-                   "seed": seed, "resampling": "with replacement", "test": "scipy.stats.ttest_rel (two-sided)"},
+                   "seed": seed, "resampling": "with replacement", "test": "scipy.stats.ttest_rel (two-sided)",
+                   "procedure": PAPER_PROCEDURE},
+        "categories": per_cat,
+    }
+
+
+PAPER_PROCEDURE = ("paper Table-18 procedure: t-test on bootstrap folds (p shrinks with the number of folds, "
+                   "not with the data)")
+
+
+def mcnemar(ref: Sequence[bool], base: Sequence[bool]) -> dict:
+    """Exact McNemar test of paired outcomes: b = questions only `ref` answers right, c = only `base`;
+    p = two-sided binomial test of b against Binomial(b + c, 1/2) (1 when b + c = 0)."""
+    from scipy import stats as sps
+
+    r, q = np.asarray(ref, dtype=bool), np.asarray(base, dtype=bool)
+    if r.shape != q.shape:
+        raise ValueError(f"paired outcomes of different lengths ({len(r)} vs {len(q)})")
+    b, c = int((r & ~q).sum()), int((~r & q).sum())
+    p = float(sps.binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0
+    return {"n": int(len(r)), "ref_only": b, "base_only": c, "p": min(1.0, p)}
+
+
+def paired_bootstrap_ci(ref: Sequence[bool], base: Sequence[bool], resamples: int = 10_000, seed: int = 0,
+                        level: float = 0.95, category: str = "") -> dict:
+    """Percentile confidence interval (pp) of accuracy(ref) − accuracy(base), questions resampled with replacement
+    (the same draw for both strategies: paired)."""
+    r, q = np.asarray(ref, dtype=float), np.asarray(base, dtype=float)
+    if r.shape != q.shape or len(r) == 0:
+        raise ValueError(f"paired outcomes must be non-empty and aligned ({len(r)} vs {len(q)})")
+    d = (r - q) * 100.0
+    rng = np.random.default_rng([seed, zlib.crc32(category.encode()), 17])
+    means = np.empty(resamples)
+    for start in range(0, resamples, 1000):  # bounded memory for large question sets
+        stop = min(resamples, start + 1000)
+        means[start:stop] = d[rng.integers(0, len(d), size=(stop - start, len(d)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {"diff_pp": float(d.mean()), "ci_low_pp": float(lo), "ci_high_pp": float(hi), "level": level,
+            "resamples": resamples}
+
+
+def paired_tests(
+    correct: Mapping[str, Mapping[str, Sequence[bool]]],
+    reference: str,
+    baselines: Sequence[str],
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> dict:
+    """McNemar p and the paired-bootstrap CI of `reference` − each baseline, per category and over all questions."""
+    per_cat: dict[str, dict[str, dict]] = {}
+    pooled: dict[str, tuple[list, list]] = {b: ([], []) for b in baselines}
+    for category, by_strategy in correct.items():
+        missing = [s for s in (reference, *baselines) if s not in by_strategy]
+        if missing:
+            raise ValueError(f"category {category!r}: no results for {missing}")
+        ref = list(by_strategy[reference])
+        if not ref:
+            continue
+        per_cat[category] = {}
+        for b in baselines:
+            base = list(by_strategy[b])
+            per_cat[category][b] = mcnemar(ref, base) | paired_bootstrap_ci(ref, base, resamples, seed, category=category)
+            pooled[b][0].extend(ref)
+            pooled[b][1].extend(base)
+    if len(per_cat) > 1:
+        per_cat[OVERALL] = {b: mcnemar(r, q) | paired_bootstrap_ci(r, q, resamples, seed, category=OVERALL)
+                            for b, (r, q) in pooled.items()}
+    return {
+        "config": {"reference": reference, "baselines": list(baselines), "resamples": resamples, "seed": seed,
+                   "tests": "exact McNemar (two-sided binomial on discordant questions); 95% paired-bootstrap "
+                            "percentile CI of the accuracy difference"},
         "categories": per_cat,
     }

@@ -1,9 +1,10 @@
 """From per-input head effects to head profiles (paper Eq 7-9).
 
 * Eq 7: c_correct(h, l) and c_incorrect(h, l) are the mean Δp over the inputs the model answers correctly and
-  incorrectly. Which inputs those are is decided by the caller; the calibration pipeline attributes both images
-  of every Eq-4 triple with the clean question's answer y: the clean image is answered y (D_correct) and the
-  edited one is not (D_incorrect) — see `SPLIT_NOTE`.
+  incorrectly. Which inputs those are is decided by the caller (`calibrate.inputs`: by default every calibration
+  question on its clean image, split by the unedited model's answer, as in the authors' code). `aggregate="gain"`
+  is the released script's variant: only probability drops count on D_correct and only gains on D_incorrect
+  (means of min(0, Δp) and max(0, Δp)); the default "mean" is the paper's signed mean.
 * Positive heads: the K largest −c_correct; negative heads: the K largest c_incorrect. Only heads whose removal
   actually hurts (−c_correct > 0) or helps (c_incorrect > 0) are eligible, and the two sets are disjoint: a head
   eligible for both goes to the set where its effect is larger (positive on a tie), and each set is then filled
@@ -25,12 +26,6 @@ from head_profiles.model import Head
 
 DEFAULT_K = 10
 
-SPLIT_NOTE = (
-    "Eq 7 split: every Eq-4 triple is attributed twice with the clean question's answer y as the target; an input "
-    "counts towards D_correct when the model's yes/no prediction on it equals y (the clean images) and towards "
-    "D_incorrect otherwise (the edited images)."
-)
-
 
 class EmptyProfileError(ValueError):
     """No head qualifies (no attributed inputs, or no head changes the answer probability)."""
@@ -50,8 +45,14 @@ class HeadScores:
         return self.c_correct.shape
 
 
-def aggregate(items: Iterable[tuple[bool, np.ndarray]], shape: tuple[int, int]) -> HeadScores:
-    """Eq 7: mean Δp [L, H] over correctly and incorrectly answered inputs. items: (correct, delta) pairs."""
+def aggregate(items: Iterable[tuple[bool, np.ndarray]], shape: tuple[int, int], mode: str = "mean") -> HeadScores:
+    """Eq 7: mean Δp [L, H] over correctly and incorrectly answered inputs. items: (correct, delta) pairs.
+
+    mode "gain" (the released analysis script): on correct inputs only drops count (min(0, Δp)), on incorrect
+    inputs only gains (max(0, Δp)).
+    """
+    if mode not in ("mean", "gain"):
+        raise ValueError(f"unknown Eq-7 aggregation {mode!r}; choose mean or gain")
     sums = {True: np.zeros(shape), False: np.zeros(shape)}
     counts = {True: 0, False: 0}
     for correct, delta in items:
@@ -60,6 +61,8 @@ def aggregate(items: Iterable[tuple[bool, np.ndarray]], shape: tuple[int, int]) 
             raise ValueError(f"head effects have shape {d.shape}, expected {tuple(shape)}")
         if not np.isfinite(d).all():
             raise ValueError("head effects contain NaN/inf; every head must be scored on every input")
+        if mode == "gain":
+            d = np.minimum(d, 0.0) if correct else np.maximum(d, 0.0)
         sums[bool(correct)] += d
         counts[bool(correct)] += 1
 

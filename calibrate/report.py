@@ -2,7 +2,7 @@
 
 Head/bbox overlap (paper appendix F, Table 14): for a chosen head, the attention it pays from the answer position
 to the image tokens whose patch lies inside the asked-about box(es), divided by the attention it pays to all image
-tokens, averaged over triples (clean images). Patches are weighted by the fraction of their area the boxes cover,
+tokens, averaged over the attributed questions' clean images. Patches are weighted by the fraction of their area the boxes cover,
 in the coordinates of the model's own image crop. It needs image tokens with a spatial layout (LLaVA's patch grid,
 `family.image_grid`); InstructBLIP's query tokens have none, and the report says so.
 """
@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from calibrate.records import Box, Triple
+from calibrate.records import Box, VQARecord
 from head_profiles import HeadProfile
 from vseam.engine import HeadEngine
 
@@ -103,20 +103,20 @@ def _eager_attention(engine: HeadEngine) -> Iterator[dict[int, torch.Tensor]]:
 
 
 @torch.no_grad()
-def triple_overlap(engine: HeadEngine, t: Triple, grid: tuple[int, int]) -> np.ndarray | None:
+def record_overlap(engine: HeadEngine, record: VQARecord, grid: tuple[int, int]) -> np.ndarray | None:
     """[L, H] share of each head's image attention (answer position, clean image) that falls inside the boxes."""
     from PIL import Image
 
-    if not t.record.boxes:
+    if not record.boxes:
         return None
-    with Image.open(t.pair.clean_image) as im:
+    with Image.open(record.image) as im:
         image = im.convert("RGB")
-    batch = engine.encode([image], [engine.family.binary_text(t.record.question)])
+    batch = engine.encode([image], [engine.family.binary_text(record.question)])
     image_pos = engine.family.image_positions(batch["input_ids"], engine.model.config)[0]
     n = int(image_pos.sum())
     if n != grid[0] * grid[1]:
         return None
-    cov = torch.as_tensor(box_coverage(t.record.boxes, image.size, engine.processor.image_processor, grid).ravel())
+    cov = torch.as_tensor(box_coverage(record.boxes, image.size, engine.processor.image_processor, grid).ravel())
     with _eager_attention(engine) as caps:
         engine.next_token_logprobs(batch)
     out = np.zeros((len(caps), engine.num_heads))
@@ -129,33 +129,34 @@ def triple_overlap(engine: HeadEngine, t: Triple, grid: tuple[int, int]) -> np.n
 
 
 def head_bbox_overlap(
-    engine: HeadEngine, triples: Sequence[Triple], profiles: Sequence[HeadProfile], max_triples: int = 32
+    engine: HeadEngine, records: Sequence[VQARecord], profiles: Sequence[HeadProfile], max_images: int = 32
 ) -> dict:
-    """Table 14 for every profile: mean overlap (%) of its positive and negative heads over the group's triples."""
+    """Table 14 for every profile: mean overlap (%) of its positive and negative heads over its group's questions
+    (the first `max_images` questions with boxes, clean images)."""
     grid = engine.family.image_grid(engine.model.config)
     if grid is None:
         return {"available": False, "reason": f"{engine.family.name} image tokens have no spatial layout"}
-    per_triple: dict[str, np.ndarray] = {}
-    for t in triples:
-        if len(per_triple) >= max_triples:
+    per_q: dict[str, np.ndarray] = {}
+    for r in records:
+        if len(per_q) >= max_images:
             break
-        ov = triple_overlap(engine, t, grid)
+        ov = record_overlap(engine, r, grid)
         if ov is not None:
-            per_triple[f"{t.record.dataset}:{t.record.qid}"] = ov
-    if not per_triple:
-        return {"available": False, "reason": "no triple with boxes and a full image-token grid"}
-    level_of = {f"{t.record.dataset}:{t.record.qid}": (t.record.level, t.record.subtype) for t in triples}
+            per_q[f"{r.dataset}:{r.qid}"] = ov
+    if not per_q:
+        return {"available": False, "reason": "no question with boxes and a full image-token grid"}
+    level_of = {f"{r.dataset}:{r.qid}": (r.level, r.subtype) for r in records}
     table = {}
     for p in profiles:
         keys = [
-            k for k in per_triple
+            k for k in per_q
             if p.scope.level == "all"
             or (level_of[k][0] == p.scope.level and (not p.scope.subtypes or level_of[k][1] in p.scope.subtypes))
         ]
         if not keys:
             continue
-        stack = np.stack([per_triple[k] for k in keys])  # [N, L, H]
-        row = {"triples": len(keys)}
+        stack = np.stack([per_q[k] for k in keys])  # [N, L, H]
+        row = {"images": len(keys)}
         for set_name in ("positive", "negative"):
             heads = getattr(p, set_name)
             row[set_name] = (
@@ -163,7 +164,7 @@ def head_bbox_overlap(
             )
         row["all_heads"] = float(100.0 * stack.mean())
         table[p.name] = row
-    return {"available": True, "grid": list(grid), "triples": len(per_triple), "profiles": table}
+    return {"available": True, "grid": list(grid), "images": len(per_q), "profiles": table}
 
 
 # ---- writing -----------------------------------------------------------------------------------------------------
@@ -177,7 +178,8 @@ def _stage1_lines(stage1: dict) -> list[str]:
     """Stage 1 counts: records, edits (accepted / rejected by reason), Eq-4 selection per subtype."""
     out = []
     if "source" in stage1:
-        return [f"- triples read from `{stage1['source']}`: {stage1.get('triples')}"]
+        what = "triples" if "triples" in stage1 else "questions"
+        return [f"- {what} read from `{stage1['source']}`: {stage1.get(what)}"]
     out.append(f"- records: {stage1.get('records')}")
     for reason, n in (stage1.get("records_skipped") or {}).items():
         out.append(f"  - skipped {n}: {reason}")
@@ -198,6 +200,7 @@ def _stage1_lines(stage1: dict) -> list[str]:
 def write_report(
     run, *, model: str, dataset: str, stage1: dict, counts: dict, scores: dict, profiles: Sequence[HeadProfile],
     paths: Sequence[pathlib.Path], patching: dict, overlap: dict, timings: dict, method: str, triples_total: int,
+    split: str, aggregate: str, selection: dict | None, min_incorrect: int, triple_counts: dict,
 ) -> pathlib.Path:
     from calibrate.patching import MODULES, peaks
 
@@ -206,20 +209,48 @@ def write_report(
         "",
         f"- model: `{model}`",
         f"- dataset: `{dataset}`; created {run.created}",
-        f"- attribution: {method}",
-        f"- triples: {sum(counts.values())} attributed of {triples_total} "
-        + "(" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")",
+        f"- attribution: {method}; Eq-7 inputs `{split}`, aggregation `{aggregate}`",
+        f"- questions attributed: {sum(counts.values())} "
+        + "(" + ", ".join(f"{k} {v}" for k, v in counts.items()) + f"); Eq-4 triples among them: "
+        f"{sum(triple_counts.values())} (of {triples_total})",
         "",
         "## Stage 1",
         "",
     ]
     lines += _stage1_lines(stage1)
     lines += ["", "## Inputs per profile group (Eq 7)", "", "| group | D_correct | D_incorrect | subtypes |", "|---|---|---|---|"]
+    thin = []
     for g, (s, subtypes) in scores.items():
         lines.append(f"| {g} | {s.n_correct} | {s.n_incorrect} | {', '.join(subtypes) or '-'} |")
+        if s.n_incorrect < min_incorrect:
+            thin.append(f"{g} ({s.n_incorrect})")
+    if thin:
+        lines += ["", f"**Warning:** the negative heads of {', '.join(thin)} rest on fewer than {min_incorrect} "
+                      "incorrectly answered inputs; calibrate on more questions before trusting them."]
+    if selection:
+        lines += ["", "## K and strength α chosen on held-out calibration questions", "",
+                  "Accuracy (%) of each candidate on the group's held-out questions (α = 0 is the unedited model); "
+                  "the chosen one is marked *. Figure: `selection.png`.", ""]
+        for g, res in selection.items():
+            ks = sorted({c.k for c in res.candidates})
+            strengths = sorted({c.strength for c in res.candidates})
+            acc = {(c.k, c.strength): c.accuracy for c in res.candidates}
+            lines += [f"**{g}** ({res.n} held-out questions; unedited {100 * res.unedited:.1f})", "",
+                      "| K | " + " | ".join(f"α={a:g}" for a in strengths) + " |",
+                      "|---|" + "---|" * len(strengths)]
+            for k in ks:
+                cells = []
+                for a in strengths:
+                    mark = "*" if (k, a) == (res.chosen.k, res.chosen.strength) else ""
+                    cells.append(f"{100 * acc[(k, a)]:.1f}{mark}")
+                lines.append(f"| {k} | " + " | ".join(cells) + " |")
+            if res.chosen.strength == 0:
+                lines.append(f"| chosen | α = 0 (the unedited model; no candidate beat it) |")
+            lines.append("")
     lines += ["", "## Profiles", ""]
     for p, path in zip(profiles, paths):
-        lines += [f"### {p.name} (`{path.relative_to(run.path)}`)", "", "| set | head | λ | c | scale |", "|---|---|---|---|---|"]
+        lines += [f"### {p.name} (`{path.relative_to(run.path)}`; K={p.k}, α={p.alpha:g})", "",
+                  "| set | head | λ | c | scale |", "|---|---|---|---|---|"]
         scales = p.scales()
         for set_name in ("positive", "negative"):
             for h in getattr(p, set_name):
@@ -229,14 +260,14 @@ def write_report(
     if overlap.get("available"):
         lines += [
             f"Share (%) of a head's image attention at the answer position that falls inside the question's boxes; "
-            f"{overlap['triples']} clean images, patch grid {overlap['grid'][0]}x{overlap['grid'][1]}.",
+            f"{overlap['images']} clean images, patch grid {overlap['grid'][0]}x{overlap['grid'][1]}.",
             "",
-            "| profile | triples | positive heads | negative heads | all heads |",
+            "| profile | images | positive heads | negative heads | all heads |",
             "|---|---|---|---|---|",
         ]
         for name, row in overlap["profiles"].items():
             lines.append(
-                f"| {name} | {row['triples']} | {_fmt(row['positive'])} | {_fmt(row['negative'])} | {_fmt(row['all_heads'])} |"
+                f"| {name} | {row['images']} | {_fmt(row['positive'])} | {_fmt(row['negative'])} | {_fmt(row['all_heads'])} |"
             )
     else:
         lines.append(f"not available: {overlap.get('reason')}")
@@ -255,7 +286,7 @@ def write_report(
                 )
         lines += ["", "Logit lens: `patching/logit_lens.tsv`, `patching/lens_*.png`."]
     else:
-        lines.append("skipped (--patching 0)")
+        lines.append("skipped (--patching 0, or no Eq-4 triple among the attributed questions)")
     lines += ["", "## Timings", ""] + [f"- {k}: {v:.1f}" for k, v in timings.items()] + [""]
     path = run.path / "report.md"
     path.write_text("\n".join(lines))
@@ -264,10 +295,15 @@ def write_report(
         "dataset": dataset,
         "created": run.created,
         "method": method,
+        "split": split,
+        "aggregate": aggregate,
         "stage1": stage1,
-        "triples": counts,
+        "questions": counts,
+        "triples": triple_counts,
         "triples_total": triples_total,
-        "groups": {g: {"n_correct": s.n_correct, "n_incorrect": s.n_incorrect, "subtypes": st} for g, (s, st) in scores.items()},
+        "groups": {g: {"n_correct": s.n_correct, "n_incorrect": s.n_incorrect, "subtypes": st,
+                       "thin_negative_evidence": s.n_incorrect < min_incorrect} for g, (s, st) in scores.items()},
+        "selection": {g: r.to_json() for g, r in (selection or {}).items()} or None,
         "profiles": [str(p.relative_to(run.path)) for p in paths],
         "overlap": overlap,
         "patching": patch_json,

@@ -39,7 +39,8 @@ def cmd_show(args) -> int:
     p = load_profile(args.file)
     fp, pv = p.fingerprint, p.provenance
     console = Console()
-    console.print(f"[bold]{p.name}[/bold]  scope={p.scope.level} {','.join(p.scope.subtypes) or ''}  K={p.k}")
+    console.print(f"[bold]{p.name}[/bold]  scope={p.scope.level} {','.join(p.scope.subtypes) or ''}  K={p.k}  "
+                  f"strength α={p.alpha:g}{'' if p.strength is not None else ' (Eq 10)'}")
     console.print(
         f"model {fp.model_id} ({fp.architecture}): {fp.num_layers} layers x {fp.num_heads} heads x {fp.head_dim}"
     )
@@ -47,6 +48,13 @@ def cmd_show(args) -> int:
         f"made by {pv.method} on {pv.dataset or '-'}: correct={pv.n_correct} incorrect={pv.n_incorrect} "
         f"fraction={pv.fraction} seed={pv.seed} vseam {pv.tool_version} at {pv.created}"
     )
+    if pv.split or pv.aggregate:
+        console.print(f"Eq-7 inputs: {pv.split or '-'}, aggregation: {pv.aggregate or '-'}")
+    if pv.selection:
+        sel = pv.selection
+        console.print(f"K and α chosen on {sel.held_out_questions} held-out calibration questions "
+                      f"({sel.held_out_fraction:g} of them): accuracy {sel.accuracy_unedited} unedited -> "
+                      f"{sel.accuracy_chosen} chosen (K grid {sel.k_grid}, α grid {sel.strength_grid})")
     if pv.notes:
         console.print(f"notes: {pv.notes}")
     table = Table("set", "head", "λ", "score c", "scale")
@@ -64,6 +72,7 @@ def cmd_scales(args) -> int:
     doc = {
         "num_layers": p.fingerprint.num_layers,
         "num_heads": p.fingerprint.num_heads,
+        "strength": p.alpha,
         "scales": [[l, h, s] for l, h, s in p.scale_entries()],
     }
     print(json.dumps(doc))

@@ -2,7 +2,8 @@
 
 A profile names attention heads of a model's language model and how to rescale their outputs, following the
 paper's Eq 8-10: positive heads are amplified by (1 + λ), negative heads damped by (1 − λ), with λ ∈ [0, 1].
-A head is removed (scale 0) by listing it as negative with λ = 1.
+A head is removed (scale 0) by listing it as negative with λ = 1. An optional strength α scales every λ
+(1 + αλ, 1 − αλ): α = 1 (or absent) is Eq 10 exactly, α = 0 is the unmodified model.
 
 Heads are addressed by the intervention point named in `vseam.hooks.HEAD_OUT`: the input of layer l's `o_proj`,
 viewed as [tokens, heads, head_dim]. Layer and head indices are 0-based and global (not per tensor-parallel rank).
@@ -103,6 +104,19 @@ class Scope(BaseModel):
     subtypes: list[str] = Field(default_factory=list, description="e.g. ['color', 'material']")
 
 
+class Selection(BaseModel):
+    """K and strength α chosen by accuracy on a held-out part of the calibration questions (never evaluation data)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    held_out_fraction: float = Field(gt=0, lt=1)
+    held_out_questions: int = Field(ge=0)
+    k_grid: list[int]
+    strength_grid: list[float]
+    accuracy_unedited: float | None = Field(default=None, ge=0, le=1, description="held-out accuracy, α = 0")
+    accuracy_chosen: float | None = Field(default=None, ge=0, le=1, description="held-out accuracy, chosen K and α")
+
+
 class Provenance(BaseModel):
     """How the profile was made."""
 
@@ -117,6 +131,11 @@ class Provenance(BaseModel):
     tool_version: str
     created: str = Field(description="ISO-8601 UTC timestamp")
     notes: str | None = None
+    split: str | None = Field(
+        default=None, description="Eq-7 inputs: 'clean' (authors' split), 'clean+edited' or 'eq4-pairs'"
+    )
+    aggregate: str | None = Field(default=None, description="Eq-7 aggregation: 'mean' (paper) or 'gain' (released code)")
+    selection: Selection | None = Field(default=None, description="how K and the strength were chosen (held out)")
 
 
 class HeadProfile(BaseModel):
@@ -131,6 +150,9 @@ class HeadProfile(BaseModel):
     k: int = Field(ge=0, description="top-K used when selecting each set")
     positive: list[Head] = Field(default_factory=list, description="scaled by 1 + λ (Eq 10)")
     negative: list[Head] = Field(default_factory=list, description="scaled by 1 − λ (Eq 10)")
+    strength: float | None = Field(
+        default=None, ge=0, le=1, description="α: scales are 1 + αλ and 1 − αλ; absent = 1 (Eq 10 exactly)"
+    )
     provenance: Provenance
 
     @field_validator("name")
@@ -163,13 +185,19 @@ class HeadProfile(BaseModel):
         return self
 
     # ---- Eq 10 -------------------------------------------------------------------------------------------------
+    @property
+    def alpha(self) -> float:
+        """The strength α (1 when the profile carries none)."""
+        return 1.0 if self.strength is None else float(self.strength)
+
     def scales(self) -> np.ndarray:
-        """Per-head output multipliers, shape [num_layers, num_heads]: 1 + λ (positive), 1 − λ (negative), else 1."""
+        """Per-head output multipliers, shape [num_layers, num_heads]: 1 + αλ (positive), 1 − αλ (negative), else 1."""
+        a = self.alpha
         s = np.ones((self.fingerprint.num_layers, self.fingerprint.num_heads), dtype=np.float64)
         for h in self.positive:
-            s[h.layer, h.head] = 1.0 + h.lam
+            s[h.layer, h.head] = 1.0 + a * h.lam
         for h in self.negative:
-            s[h.layer, h.head] = 1.0 - h.lam
+            s[h.layer, h.head] = 1.0 - a * h.lam
         return s
 
     def scale_entries(self) -> list[tuple[int, int, float]]:
@@ -194,7 +222,15 @@ class HeadProfile(BaseModel):
 
     # ---- I/O -----------------------------------------------------------------------------------------------------
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2, sort_keys=False) + "\n"
+        doc = self.model_dump(mode="json", by_alias=True)
+        # optional fields added after the first release stay out of the file when unset, so profiles written
+        # without them are byte-identical to those of earlier versions
+        if doc.get("strength") is None:
+            doc.pop("strength", None)
+        for key in _LATER_PROVENANCE_FIELDS:
+            if doc["provenance"].get(key) is None:
+                doc["provenance"].pop(key, None)
+        return json.dumps(doc, indent=2, sort_keys=False) + "\n"
 
     def save(self, path: str | pathlib.Path) -> pathlib.Path:
         path = pathlib.Path(path)
@@ -203,6 +239,9 @@ class HeadProfile(BaseModel):
         tmp.write_text(self.to_json())
         tmp.replace(path)
         return path
+
+
+_LATER_PROVENANCE_FIELDS = ("split", "aggregate", "selection")
 
 
 def now_iso() -> str:

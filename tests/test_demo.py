@@ -1,5 +1,6 @@
-"""`make demo` end to end on a small slice: calibrate the organism, serve the strategy profiles, evaluate through
-the API with significance tests, stop the server."""
+"""`make demo` end to end on a small slice: calibrate the organism (K and α chosen on held-out calib questions),
+serve the strategy profiles, evaluate through the API with paired tests, stop the server, and end with one JSON
+line carrying every figure."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ import sys
 import pytest
 
 from vseam.organism import WEIGHTS_DIR
+
+STRATEGIES = ("original", "w/o negative", "w/o positive", "random remove", "rescaling")
+LEVELS = ("attribute", "object", "relation")
+SUBTYPES = ("color", "material", "animal", "vehicle", "indoor", "spatial", "action")
 
 
 @pytest.mark.vllm
@@ -29,19 +34,39 @@ def test_demo_runs_end_to_end_on_a_small_slice(tmp_path):
     for step in ("[1/6] model organism", "[2/6] calibrate", "[4/6] vseam serve", "[5/6] evaluate", "server stopped"):
         assert step in res.stdout
     summary = json.loads((out / "demo.json").read_text())
-    # the server is gone
-    with pytest.raises(ProcessLookupError):
+    with pytest.raises(ProcessLookupError):  # the server is gone
         os.kill(summary["server_pid"], 0)
-    # one calibrated profile per level, each with positive and negative heads
-    for level, path in summary["profiles"].items():
-        prof = json.loads(open(path).read())
-        assert prof["positive"] and prof["negative"], level
+
+    # the last line is one JSON object with every figure
+    doc = json.loads(res.stdout.strip().splitlines()[-1])
+    assert doc["test_questions"] == 70 and doc["requests_failed"] == 0
+    acc = doc["accuracy_pct"]
+    for strategy in (*STRATEGIES, "rescaling (paper: fixed K, α=1)"):
+        row = acc[strategy]
+        for column in (*SUBTYPES, *LEVELS, "avg"):
+            assert 0.0 <= row[column] <= 100.0, (strategy, column)
+    diffs = doc["rescaling_minus_original"]
+    assert set(diffs) == {*LEVELS, "Overall"}
+    for cat, d in diffs.items():
+        assert 0.0 <= d["mcnemar_p"] <= 1.0
+        lo, hi = d["ci95_pp"]
+        assert -100.0 <= lo <= d["diff_pp"] <= hi <= 100.0, cat
+    for level in LEVELS:  # the difference the line reports is the table's own
+        assert diffs[level]["diff_pp"] == pytest.approx(acc["rescaling"][level] - acc["original"][level], abs=0.02)
+
+    # a profile per level was served, each with its chosen K and α, never worse than unedited on held-out calib data
+    assert set(doc["chosen"]) == set(LEVELS)
+    for level, c in doc["chosen"].items():
+        prof = json.loads(open(summary["profiles"][level]).read())
+        assert prof["name"] == c["profile"] and prof["positive"] + prof["negative"], level
+        assert c["k"] in (1, 2, 4, 10) and c["strength"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+        held = c["held_out_calib_accuracy"]
+        assert held["n"] > 0 and held["chosen"] >= held["unedited"]
+        paper = json.loads(open(summary["paper_profiles"][level]).read())
+        assert paper["k"] == 4 and "strength" not in paper
+
     report = json.loads((out / "eval" / "report.json").read_text())
-    text = json.dumps(report)
-    for strategy in ("original", "w/o negative", "w/o positive", "random remove", "rescaling"):
-        assert strategy in text
-    # every held-out question was answered under every strategy, and the table shows bootstrap p-values
     assert report["requests"]["failed"] == 0
+    assert report["significance"]["config"]["procedure"].startswith("paper Table-18 procedure")
     md = (out / "eval" / "report.md").read_text()
-    assert "rescaling" in md and "p" in md
-    assert "| original |" in md or "original" in md
+    assert "McNemar" in md and "## Paper Table-18 procedure" in md

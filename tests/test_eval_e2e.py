@@ -112,11 +112,20 @@ def test_pope_strategies_end_to_end(served, capsys):
     replies = {lb: [p["reply"] for p in preds if p["label"] == lb] for lb in manifest}
     assert sum(len(set(col)) > 1 for col in zip(*replies.values())) >= 5
     sig = report["significance"]
-    assert sig["config"]["reference"] == "rescaling"
+    assert sig["config"]["reference"] == "rescaling" and sig["config"]["procedure"].startswith("paper Table-18")
     assert set(sig["categories"]) == {*SPLITS, "Overall"}
     assert set(sig["categories"]["Overall"]) == {"original", "w/o negative", "w/o positive", "random remove"}
+    tests = report["paired_tests"]["categories"]
+    assert set(tests) == {*SPLITS, "Overall"}
+    for base_label, t in tests["Overall"].items():  # McNemar's counts are the replies' own
+        ref_ok = [p["correct"] for p in preds if p["label"] == "rescaling"]
+        base_ok = [p["correct"] for p in preds if p["label"] == base_label]
+        assert (t["n"], t["ref_only"], t["base_only"]) == (
+            24, sum(r and not b for r, b in zip(ref_ok, base_ok)), sum(b and not r for r, b in zip(ref_ok, base_ok)))
+        assert 0.0 <= t["p"] <= 1.0 and t["ci_low_pp"] <= t["diff_pp"] <= t["ci_high_pp"]
     md = (out / "report.md").read_text()
     assert "## POPE per split" in md and "## Significance: rescaling − baseline" in md and md in printed
+    assert "## Paper Table-18 procedure" in md
     assert (out / "report.png").stat().st_size > 5000
 
     # a re-run asks nothing and reports the same numbers

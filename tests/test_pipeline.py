@@ -1,4 +1,8 @@
-"""The `calibrate` pipeline, stage 2 end to end: planted heads -> profiles, resume after kill, refusals."""
+"""The `calibrate` pipeline, stage 2 end to end: planted heads -> profiles, resume after kill, refusals.
+
+The planted heads are found with `--attribute-on eq4-pairs` (clean red vs edited blue images, both against "yes":
+`POSITIVE` reads the clean answer, `DISTRACTOR` the edit); the default split is tested in `test_eq7_split.py`.
+"""
 
 from __future__ import annotations
 
@@ -59,7 +63,8 @@ def calibrate_argv(model, triples, out, *extra):
 
 def test_planted_heads_end_to_end(planted_dir, triples_file, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(calibrate_argv(planted_dir, triples_file, out, "--patching", "3", "-k", "3")) == 0
+    assert main(calibrate_argv(planted_dir, triples_file, out, "--patching", "3", "-k", "3",
+                               "--attribute-on", "eq4-pairs")) == 0
     names = sorted(p.name for p in (out / "profiles").iterdir())
     assert names == ["gqa-all.json", "gqa-attribute.json", "gqa-object.json", "gqa-relation.json"]
     for name in names:
@@ -96,7 +101,7 @@ def test_planted_heads_end_to_end(planted_dir, triples_file, tmp_path, capsys):
 def test_atp_screen_with_exact_refine(planted_dir, triples_file, tmp_path):
     out = tmp_path / "run"
     argv = calibrate_argv(planted_dir, triples_file, out, "--method", "atp", "--refine", "2", "--patching", "0",
-                          "-k", "2", "--per-subtype")
+                          "-k", "2", "--per-subtype", "--attribute-on", "eq4-pairs")
     assert main(argv) == 0
     cands = [tuple(h) for h in json.loads((out / "candidates.json").read_text())["heads"]]
     assert POSITIVE in cands and DISTRACTOR in cands
@@ -106,7 +111,8 @@ def test_atp_screen_with_exact_refine(planted_dir, triples_file, tmp_path):
     assert {h.key for h in prof.positive + prof.negative} <= set(cands)
     # refined scores are the exact engine's numbers
     exact_out = tmp_path / "exact"
-    assert main(calibrate_argv(planted_dir, triples_file, exact_out, "--patching", "0", "-k", "2")) == 0
+    assert main(calibrate_argv(planted_dir, triples_file, exact_out, "--patching", "0", "-k", "2",
+                               "--attribute-on", "eq4-pairs")) == 0
     ex = load_profile(exact_out / "profiles" / "gqa-all.json")
     assert prof.positive[0].score == pytest.approx(ex.positive[0].score, abs=1e-9)
     assert (out / "profiles" / "gqa-attribute-color.json").exists()  # --per-subtype (Table 13)
@@ -114,13 +120,14 @@ def test_atp_screen_with_exact_refine(planted_dir, triples_file, tmp_path):
 
 def test_killed_run_resumes_to_byte_identical_profiles(planted_dir, triples_file, tmp_path):
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    assert main(calibrate_argv(planted_dir, triples_file, ref, "--patching", "0", "--batch", "1")) == 0
+    opts = ("--patching", "0", "--batch", "1", "--attribute-on", "clean+edited")  # 12 questions, 24 inputs
+    assert main(calibrate_argv(planted_dir, triples_file, ref, *opts)) == 0
     killed.mkdir()
     shutil.copy(ref / "run.json", killed / "run.json")  # same creation time, as for a resumed run
     shutil.copy(ref / "config.json", killed / "config.json")
 
     argv = [sys.executable, "-m", "calibrate.pipeline",
-            *calibrate_argv(planted_dir, triples_file, killed, "--patching", "0", "--batch", "1")]
+            *calibrate_argv(planted_dir, triples_file, killed, *opts)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = killed / "attribution-exact.jsonl"
@@ -137,7 +144,7 @@ def test_killed_run_resumes_to_byte_identical_profiles(planted_dir, triples_file
     with open(log, "a") as fh:  # a write torn by the kill
         fh.write('{"key": "gqa:q011:cle')
 
-    assert main(calibrate_argv(planted_dir, triples_file, killed, "--patching", "0", "--batch", "1")) == 0
+    assert main(calibrate_argv(planted_dir, triples_file, killed, *opts)) == 0
     assert log.read_text().count("\n") == 24
     assert len({json.loads(l)["key"] for l in log.read_text().splitlines()}) == 24
     for name in ("gqa-all.json", "gqa-attribute.json", "gqa-object.json", "gqa-relation.json"):
@@ -163,6 +170,8 @@ def test_resume_refuses_other_options_and_empty_inputs(planted_dir, triples_file
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     assert main(calibrate_argv(planted_dir, empty, tmp_path / "e")) == 1
+    assert "no yes/no calibration questions to attribute" in capsys.readouterr().err
+    assert main(calibrate_argv(planted_dir, empty, tmp_path / "e4", "--attribute-on", "eq4-pairs")) == 1
     assert "no Eq-4 triples" in capsys.readouterr().err
     assert main(calibrate_argv(planted_dir, tmp_path / "missing.jsonl", tmp_path / "m")) == 1
     assert "no such file" in capsys.readouterr().err
@@ -172,11 +181,11 @@ def test_resume_refuses_other_options_and_empty_inputs(planted_dir, triples_file
 
 def test_one_sided_data_and_refusal_to_write_empty_profiles(planted_dir, tmp_path):
     """Only wrongly answered inputs: a negative-only profile; no qualifying head at all: nothing is written."""
-    blue = make_triples(tmp_path / "t", 2, clean=edited_image, edited=edited_image)
+    blue = make_triples(tmp_path / "t", 2, clean=edited_image, edited=edited_image)  # blue "red?" questions, "yes"
     assert main(calibrate_argv(planted_dir, blue, tmp_path / "run", "--patching", "0")) == 0
     prof = load_profile(tmp_path / "run" / "profiles" / "gqa-all.json")
     assert prof.positive == [] and prof.negative[0].key == DISTRACTOR
-    assert (prof.provenance.n_correct, prof.provenance.n_incorrect) == (0, 4)
+    assert (prof.provenance.n_correct, prof.provenance.n_incorrect) == (0, 2)
 
     run = open_run(tmp_path / "empty-run", {"k": 10})
     flat = HeadScores(np.full((2, 4), 0.01), np.full((2, 4), -0.01), 3, 3)

@@ -46,6 +46,7 @@ def test_gqa_end_to_end_writes_valid_profiles(fixture_dataset, tiny_llava_dir, t
     report = json.loads((out / "report.json").read_text())
     assert report["stage1"]["records"] == 4 and report["stage1"]["edits_accepted"] == 4
     assert report["triples"] == {"animal": 1, "color": 1, "spatial": 1, "vehicle": 1}
+    assert report["questions"] == {"animal": 1, "color": 1, "spatial": 1, "vehicle": 1}
     assert report["overlap"]["available"]
     assert (out / "stage1" / "edits" / "contact_sheet.png").exists()
 
@@ -56,7 +57,8 @@ def test_gqa_end_to_end_writes_valid_profiles(fixture_dataset, tiny_llava_dir, t
     assert (out / "stage1" / "edits" / "edits.jsonl").read_bytes() == edits_before
     assert {n: (out / "profiles" / n).read_bytes() for n in profiles} == before
 
-    # with the Eq-4 filter (stage 1's edits reused): profiles from the kept triples, or a clear refusal
+    # with the Eq-4 filter (stage 1's edits reused): the default split attributes every question on its clean image,
+    # whatever Eq 4 keeps
     eq4 = tmp_path / "eq4"
     (eq4 / "stage1").mkdir(parents=True)
     shutil.copytree(out / "stage1" / "edits", eq4 / "stage1" / "edits")
@@ -66,8 +68,8 @@ def test_gqa_end_to_end_writes_valid_profiles(fixture_dataset, tiny_llava_dir, t
     per = [line for line in captured.out.splitlines() if line.split()[:1] and line.split()[0] in SUBTYPES.split(",")]
     kept = sum(int(line.split()[-1]) for line in per)
     assert len(per) == 4, captured.out  # the Eq-4 table: one row per subtype
-    if kept == 0:
-        assert code == 1 and "no Eq-4 triples" in captured.err
-    else:
-        assert code == 0
-        assert load_profile(eq4 / "profiles" / "gqa-all.json").provenance.n_correct == kept
+    assert code == 0, captured.err
+    pv = load_profile(eq4 / "profiles" / "gqa-all.json").provenance
+    assert pv.n_correct + pv.n_incorrect == 4 and pv.split == "clean"
+    kept_by_subtype = {line.split()[0]: int(line.split()[-1]) for line in per if int(line.split()[-1])}
+    assert json.loads((eq4 / "report.json").read_text())["triples"] == kept_by_subtype

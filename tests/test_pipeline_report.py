@@ -7,8 +7,8 @@ import types
 import numpy as np
 import pytest
 
-from calibrate.records import Box, EditedPair, Triple, VQARecord
-from calibrate.report import box_coverage, crop_geometry, triple_overlap
+from calibrate.records import Box, VQARecord
+from calibrate.report import box_coverage, crop_geometry, record_overlap
 from planted_heads import POSITIVE, build_planted, clean_image
 from vseam.engine import HeadEngine
 
@@ -41,10 +41,9 @@ def test_overlap_of_a_head_that_attends_uniformly(tmp_path):
     clean_image(0).save(path)  # a solid colour: every image token looks the same to the planted head
     rec = VQARecord(qid="q", dataset="gqa", question="Is it red?", answer="yes", image=str(path),
                     subtype="color", boxes=[Box(0, 0, 32, 64)])
-    t = Triple(EditedPair(rec, "Is it blue?", str(path), str(path)), 0.9, 0.1, "yes", "no")
-    ov = triple_overlap(engine, t, engine.family.image_grid(engine.model.config))
+    ov = record_overlap(engine, rec, engine.family.image_grid(engine.model.config))
     assert ov.shape == (engine.num_layers, engine.num_heads)
     assert ov[POSITIVE] == pytest.approx(0.5, abs=1e-3)  # half the image, half the attention
     assert ((ov >= 0) & (ov <= 1)).all()
-    no_box = Triple(EditedPair(VQARecord(**{**rec.__dict__, "boxes": []}), "", str(path), str(path)), 0, 0, "", "")
-    assert triple_overlap(engine, no_box, (4, 4)) is None
+    no_box = VQARecord(**{**rec.__dict__, "boxes": []})
+    assert record_overlap(engine, no_box, (4, 4)) is None

@@ -50,6 +50,19 @@ def test_scale_table_rows_follow_the_config(profiles):
     assert config.index_of() == {"none": 0, "colors": 1, "where": 2}
 
 
+def test_tables_honour_the_profile_strength(profiles, tmp_path):
+    """Per-request rows and the folded row both come from the profile's scales: 1 + αλ and 1 − αλ."""
+    from head_profiles import load_profile
+    from patches.head_scaling import build_state
+
+    half = load_profile(profiles[1]).model_copy(update={"strength": 0.5}).save(tmp_path / "where.json")
+    for mode in ("per-request", "static"):
+        state = build_state(config_of([half], mode=mode))
+        s = state.table[1]
+        assert s[1, 3] == 1.5 and s[0, 3] == 1.25 and s[0, 0] == pytest.approx(1 - 0.35)
+        assert np.count_nonzero(s != 1) == 3
+
+
 def test_runner_honours_only_profiles_the_middleware_resolved(profiles):
     from patches.head_scaling import build_state
 

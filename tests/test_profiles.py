@@ -48,6 +48,19 @@ def test_scales_follow_eq10():
     assert p.scale_entries() == [(0, 7, 0.75), (1, 2, 2.0)]
 
 
+def test_strength_scales_every_lambda():
+    p = parse_profile(make(strength=0.5))
+    s = p.scales()
+    assert s[1, 2] == 1.5 and s[3, 0] == 1.0 and s[0, 7] == 1.0 - 0.5 * 0.25
+    assert parse_profile(make(strength=0.0)).scales().tolist() == np.ones((4, 8)).tolist()
+    assert parse_profile(make(strength=1.0)).scales().tolist() == parse_profile(make()).scales().tolist()
+    # absent = 1 and is not written, so profiles without a strength keep their bytes
+    assert "strength" not in parse_profile(make()).to_json() and '"strength": 0.5' in p.to_json()
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ProfileError, match="field 'strength'"):
+            parse_profile(make(strength=bad))
+
+
 def test_roundtrip_keeps_lambda_alias(tmp_path):
     p = parse_profile(make())
     path = p.save(tmp_path / "p.json")
@@ -158,7 +171,8 @@ def test_cli_from_heads_validate_scales_show(tmp_path, tiny_llava_dir, tiny_inst
     assert res.returncode == 1 and "fingerprint.architecture" in res.stderr and str(out) in res.stderr
 
     scales = json.loads(vseam("profile", "scales", str(out)).stdout)
-    assert scales == {"num_layers": 2, "num_heads": 4, "scales": [[0, 1, 1.5], [0, 3, 0.0], [1, 2, 1.8]]}
+    assert scales == {"num_layers": 2, "num_heads": 4, "strength": 1.0,
+                      "scales": [[0, 1, 1.5], [0, 3, 0.0], [1, 2, 1.8]]}
 
     show = vseam("profile", "show", str(out)).stdout
     assert "L1.H2" in show and "1.800" in show and "0.000" in show

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from benchmarks.stats import OVERALL, bootstrap, compare, fold_indices, stars
+from benchmarks.stats import (OVERALL, bootstrap, compare, fold_indices, mcnemar, paired_bootstrap_ci, paired_tests,
+                             stars)
 
 
 def test_compare_matches_the_t_formula():
@@ -95,3 +96,73 @@ def test_bootstrap_rejects_misaligned_input():
         bootstrap({"a": {"r": [True, False], "b": [True]}}, "r", ["b"])
     with pytest.raises(ValueError, match="no results"):
         bootstrap({"a": {"r": [True]}}, "r", ["b"])
+
+
+# ---- the paired tests whose p-values mean something -----------------------------------------------------------
+
+
+def test_mcnemar_matches_hand_computed_binomial_p():
+    # 10 questions: ref right where base is wrong on 4 (items 0-3), base right where ref is wrong on 1 (item 4)
+    ref = [True, True, True, True, False, True, False, True, True, False]
+    base = [False, False, False, False, True, True, False, True, True, False]
+    t = mcnemar(ref, base)
+    assert (t["n"], t["ref_only"], t["base_only"]) == (10, 4, 1)
+    # two-sided exact binomial, b = 4 of n = 5 discordant: P(X <= 1) + P(X >= 4) = (1 + 5 + 5 + 1) / 32
+    assert t["p"] == pytest.approx(12 / 32)
+    # 9 discordant, all for ref: 2 / 2**9
+    assert mcnemar([True] * 9 + [False], [False] * 9 + [False])["p"] == pytest.approx(2 / 512)
+    # no discordant question: no evidence either way
+    assert mcnemar([True, False], [True, False])["p"] == 1.0
+    with pytest.raises(ValueError, match="different lengths"):
+        mcnemar([True], [True, False])
+
+
+def test_paired_bootstrap_ci_matches_the_exact_bootstrap_distribution():
+    """For 4 questions with differences (pp) +100, 0, 0, -100 the bootstrap distribution of the mean can be
+    enumerated: the mean of 4 draws from {+100, 0, 0, -100} is 25 * (wins - losses)."""
+    import itertools
+
+    ref = [True, True, False, False]
+    base = [False, True, False, True]
+    d = [100.0, 0.0, 0.0, -100.0]
+    means = np.array([np.mean(c) for c in itertools.product(d, repeat=4)])  # all 256 equally likely draws
+    want_lo, want_hi = np.quantile(means, [0.025, 0.975])
+    # by hand: P(mean = -100) = (1/4)^4 = 0.4%, P(mean = -75) = 4 (1/4)^3 (1/2) = 3.1%, so the 2.5% point is -75
+    assert (want_lo, want_hi) == (-75.0, 75.0)
+    ci = paired_bootstrap_ci(ref, base, resamples=20_000, seed=3)
+    assert ci["diff_pp"] == 0.0 and (ci["ci_low_pp"], ci["ci_high_pp"]) == (want_lo, want_hi)
+    # every question moves the same way: the interval collapses onto the difference
+    same = paired_bootstrap_ci([True] * 5, [False] * 5, resamples=500)
+    assert (same["diff_pp"], same["ci_low_pp"], same["ci_high_pp"]) == (100.0, 100.0, 100.0)
+    # seeded
+    assert paired_bootstrap_ci(ref, base, resamples=300, seed=1) == paired_bootstrap_ci(ref, base, resamples=300, seed=1)
+
+
+def test_paired_tests_per_category_and_overall():
+    data = {
+        "attribute": {"rescaling": [True, True, True, False], "original": [False, True, True, False]},
+        "relation": {"rescaling": [True, False, False], "original": [True, True, False]},
+    }
+    out = paired_tests(data, "rescaling", ["original"], resamples=2000, seed=0)
+    cats = out["categories"]
+    assert set(cats) == {"attribute", "relation", OVERALL}
+    assert (cats["attribute"]["original"]["ref_only"], cats["attribute"]["original"]["base_only"]) == (1, 0)
+    assert cats["attribute"]["original"]["diff_pp"] == pytest.approx(25.0)
+    ov = cats[OVERALL]["original"]
+    assert (ov["n"], ov["ref_only"], ov["base_only"]) == (7, 1, 1) and ov["p"] == 1.0 and ov["diff_pp"] == 0.0
+    assert ov["ci_low_pp"] <= 0.0 <= ov["ci_high_pp"]
+
+
+def test_fold_t_test_p_shrinks_with_folds_not_data():
+    """Why the paper's procedure is kept only as a label: the same 200 questions, 10x more folds, a p-value many
+    orders of magnitude smaller; the McNemar p of the same data does not move."""
+    base = np.arange(200) >= 60  # 70% right
+    ref = base.copy()
+    ref[:8] = True  # ref fixes 8 questions ...
+    ref[100:104] = False  # ... and breaks 4: +2 pp
+    assert mcnemar(ref, base)["p"] == pytest.approx(0.3876953125)  # 2 * P(X >= 8), X ~ Binomial(12, 1/2)
+    data = {"a": {"r": ref.tolist(), "b": base.tolist()}}
+    few = bootstrap(data, "r", ["b"], folds=100, fold_size=100)["categories"]["a"]["b"]["p"]
+    many = bootstrap(data, "r", ["b"], folds=1000, fold_size=100)["categories"]["a"]["b"]["p"]
+    assert many < few / 1e3
+    assert mcnemar(ref, base)["p"] > 0.05

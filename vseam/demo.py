@@ -3,18 +3,21 @@
     .venv/bin/python -m vseam.demo [--out runs/demo] [--k 4] [--test-size 700] [--fresh]
 
 1. the model organism: a tiny LLaVA-1.5 trained on the synthetic `shapes` world (`vseam/organism/weights`);
-2. calibrate on the world's `calib` split: exact counterfactual re-renders (stage 1's `render` editor), Eq-4
-   triples, activation patching, head attribution, one profile per semantic level (`calibrate --dataset shapes`);
-3. the paper's Table-3 strategies of each level's profile (`vseam eval strategies`);
-4. `vseam serve` with all strategy profiles loaded (per-request mode);
+2. calibrate on the world's `calib` split (`calibrate --dataset shapes --select-on F`): exact counterfactual
+   re-renders (stage 1's `render` editor), Eq-4 triples and activation patching; head attribution on every
+   calibration question's clean image (the authors' Eq-7 split); K and the strength α of each level's profile
+   chosen on a held-out part of the calib split; the paper-exact profiles (the fixed `--k`, α = 1) beside them;
+3. the paper's Table-3 strategies of each level's chosen profile (`vseam eval strategies`);
+4. `vseam serve` with all strategy profiles and the paper-exact profiles loaded (per-request mode);
 5. evaluate through the OpenAI API on the held-out `test` split: original vs w/o negative vs w/o positive vs
-   random remove vs rescaling, each level answered with its own level's profiles, with bootstrap p-values
-   (`vseam eval`'s GQA task, which scores the 7 subtypes and 3 levels);
-6. stop the server and print the table.
+   random remove vs rescaling (+ rescaling at the paper's fixed K and α = 1), each level answered with its own
+   level's profiles, with the exact McNemar test and paired-bootstrap confidence intervals (and the paper's
+   Table-18 fold t-test, labelled as such) (`vseam eval`'s GQA task: 7 subtypes, 3 levels);
+6. stop the server, print the table and, as the last line, one JSON object with every figure.
 
 Every step writes under `--out` and resumes: a re-run reuses the calibration run dir and the eval answer cache.
-The held-out split is never used for any choice: K (heads per set) is fixed in advance, the calibration uses
-the `calib` split only, the organism was selected on `val`.
+The held-out `test` split is never used for any choice: K and α are chosen on part of the `calib` split, the
+organism was selected on `val`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from serve.launch import ServerError, cpu_flags, free_port, launch, tail
 LEVELS = ("attribute", "object", "relation")
 SERVED_NAME = "shapes-llava"
 BUDGET_S = 15 * 60
+#: the extra arm: each level's heads at the paper's fixed K and full strength (Eq 10)
+PAPER_ARM = "rescaling (paper: fixed K, α=1)"
 
 
 class DemoError(RuntimeError):
@@ -113,8 +118,8 @@ def _last_line(path: pathlib.Path) -> str:
 
 
 def level_profiles(folder: pathlib.Path, report: pathlib.Path) -> dict[str, pathlib.Path]:
-    """Each level's own profile; a level the calibration found no Eq-4 triples for (the model never answers it
-    right on clean and wrong on edited images) is served the combined `shapes-all` profile instead."""
+    """Each level's own profile; a level for which no head qualified (calibrate wrote no profile) is served the
+    combined `shapes-all` profile instead."""
     combined = folder / "shapes-all.json"
     if not combined.exists():
         raise DemoError(f"calibrate wrote no profile in {folder} (see {report})")
@@ -124,7 +129,7 @@ def level_profiles(folder: pathlib.Path, report: pathlib.Path) -> dict[str, path
         if own.exists():
             out[lv] = own
         else:
-            print(f"  no Eq-4 triples for the {lv} level (see {_short(str(report))}): its questions use "
+            print(f"  no profile for the {lv} level (see {_short(str(report))}): its questions use "
                   f"{combined.name}", flush=True)
             out[lv] = combined
     return out
@@ -133,23 +138,50 @@ def level_profiles(folder: pathlib.Path, report: pathlib.Path) -> dict[str, path
 # ---- evaluation ---------------------------------------------------------------------------------------------------
 
 
-def evaluate(base_url: str, manifests: dict[str, pathlib.Path], records, out: pathlib.Path, concurrency: int) -> dict:
-    """`vseam eval gqa --strategies attribute=... object=... relation=...` on the shapes records, through the API.
+def evaluate(base_url: str, manifests: dict[str, pathlib.Path], paper: dict[str, str] | None, records,
+             out: pathlib.Path, concurrency: int) -> dict:
+    """`vseam eval gqa --strategies attribute=... object=... relation=...` on the shapes records, through the API,
+    plus the paper-exact arm (`paper`: level -> profile name).
 
-    The eval task's own functions do the work (arms from the manifests, requests, parsing, metrics, bootstrap);
-    only the records come from the shapes loader instead of GQA files.
+    The eval task's own functions do the work (arms from the manifests, requests, parsing, metrics, tests); only the
+    records come from the shapes loader instead of GQA files.
     """
-    from benchmarks.cli import _arms
     from benchmarks.client import Endpoint
-    from benchmarks.run import EvalConfig, evaluate as run_eval
+    from benchmarks.run import Arm, EvalConfig, arms_for, evaluate as run_eval
     from vseam.families import FAMILIES
 
-    ns = argparse.Namespace(strategies=[f"{lv}={p}" for lv, p in manifests.items()], reference=None, profile=None)
-    arms, reference, _ = _arms(ns)
+    arms, reference, _ = arms_for([f"{lv}={p}" for lv, p in manifests.items()])
+    if paper:
+        arms.append(Arm(label=PAPER_ARM, profile="per level", by_level=dict(paper)))
     cfg = EvalConfig(task="gqa", endpoint=Endpoint(base_url=base_url, model=SERVED_NAME), arms=arms, out_dir=out,
                      reference=reference, concurrency=concurrency)
     info = {"files": ["shapes:test"], "images": None, "excluded": {}, "limit": None}
     return run_eval(cfg, records, FAMILIES["llava"], data_info=info)
+
+
+def headline_json(report: dict, profiles: dict[str, pathlib.Path], seconds: float) -> dict:
+    """The demo's figures in one object: held-out accuracy per strategy and level, rescaling − original per level
+    and overall (McNemar p, 95% paired-bootstrap CI), the K and α chosen for each level's profile."""
+    from head_profiles import load_profile
+
+    acc = {label: {k: (None if v is None else round(100 * v, 2)) for k, v in row.items()}
+           for label, row in report["headline"].items()}
+    tests = (report.get("paired_tests") or {}).get("categories", {})
+    diff = {cat: {"diff_pp": round(t["original"]["diff_pp"], 2),
+                  "ci95_pp": [round(t["original"]["ci_low_pp"], 2), round(t["original"]["ci_high_pp"], 2)],
+                  "mcnemar_p": t["original"]["p"], "only_rescaling_right": t["original"]["ref_only"],
+                  "only_original_right": t["original"]["base_only"]}
+            for cat, t in tests.items() if "original" in t}
+    chosen = {}
+    for lv, path in profiles.items():
+        prof = load_profile(path)
+        sel = prof.provenance.selection
+        chosen[lv] = {"profile": prof.name, "k": prof.k, "strength": prof.alpha,
+                      "held_out_calib_accuracy": None if sel is None else
+                      {"unedited": sel.accuracy_unedited, "chosen": sel.accuracy_chosen, "n": sel.held_out_questions}}
+    return {"demo": "vseam", "seconds": round(seconds, 1), "test_questions": report["data"]["records"],
+            "accuracy_pct": acc, "rescaling_minus_original": diff, "chosen": chosen,
+            "requests_failed": report["requests"]["failed"]}
 
 
 # ---- the demo -----------------------------------------------------------------------------------------------------
@@ -158,8 +190,10 @@ def evaluate(base_url: str, manifests: dict[str, pathlib.Path], records, out: pa
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vseam.demo", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="runs/demo", help="working directory (resumable)")
-    p.add_argument("--k", type=int, default=4, help="heads per set (positive / negative) in each level's profile; "
-                                                    "fixed in advance, never tuned on the held-out split")
+    p.add_argument("--k", type=int, default=4, help="the paper-exact profiles' heads per set (fixed in advance)")
+    p.add_argument("--select-on", type=float, default=0.3,
+                   help="share of the calib split held out to choose each profile's K and strength α (0: no choice, "
+                        "K = --k and α = 1 as in the paper)")
     p.add_argument("--calib-size", type=int, default=700, help="records of the calib split to calibrate on")
     p.add_argument("--test-size", type=int, default=700, help="held-out questions (test split) to evaluate")
     p.add_argument("--patching", type=int, default=16, help="triples to activation-patch (heatmaps)")
@@ -199,8 +233,11 @@ def main(argv: list[str] | None = None) -> int:
         calib = out / "calibrate"
         run([py, "-m", "calibrate.pipeline", "--dataset", "shapes", "--data", "calib", "--images", str(images),
              "--dataset-option", f"size={args.calib_size}", "--model", str(weights), "--out", str(calib),
-             "--k", str(args.k), "--patching", str(args.patching), "--batch", "8", *args.calibrate_arg], "calibrate")
+             "--k", str(args.k), *(["--select-on", str(args.select_on)] if args.select_on > 0 else []),
+             "--patching", str(args.patching), "--batch", "8", *args.calibrate_arg], "calibrate")
         profiles = level_profiles(calib / "profiles", calib / "report.md")
+        # the paper-exact profiles (fixed K, α = 1) are the served ones themselves when nothing was chosen
+        paper = {lv: calib / "profiles" / "paper" / p.name for lv, p in profiles.items()} if args.select_on > 0 else {}
 
         # 3 ------------------------------------------------------------------------------------------------------
         steps.start("Table-3 strategies of each level's profile")
@@ -213,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         # one file per profile name (levels served the combined profile share its strategy profiles)
         served = sorted({p.name: p for d in sorted((out / "strategies").iterdir()) for p in d.glob("*.json")
                          if p.name != "strategies.json"}.values())
+        served += sorted(set(paper.values()))
 
         # 4-5 ----------------------------------------------------------------------------------------------------
         steps.start(f"vseam serve with {len(served)} profiles (per request)")
@@ -221,7 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         test = load_dataset("shapes", path="test", images=str(images), size=args.test_size).records
         with serving(weights, served, out / "serve.log", free_port()) as (base, server_pid):
             steps.start(f"evaluate {len(test)} held-out questions x 5 strategies through the OpenAI API")
-            report = evaluate(base, manifests, test, out / "eval", args.concurrency)
+            from head_profiles import load_profile
+
+            paper_names = {lv: load_profile(p).name for lv, p in paper.items()} or None
+            report = evaluate(base, manifests, paper_names, test, out / "eval", args.concurrency)
             steps.start("stop the server")
         steps.finish()
 
@@ -230,12 +271,14 @@ def main(argv: list[str] | None = None) -> int:
         total = steps.elapsed()
         summary = {"seconds": round(total, 1), "steps": steps.times, "k": args.k, "held_out": len(test),
                    "report": str(out / "eval" / "report.json"), "server_pid": server_pid,
-                   "profiles": {lv: str(p) for lv, p in profiles.items()}}
+                   "profiles": {lv: str(p) for lv, p in profiles.items()},
+                   "paper_profiles": {lv: str(p) for lv, p in paper.items()}}
         (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
         per_step = ", ".join(f"{k.split()[0]} {v:.0f}s" for k, v in steps.times.items())
         print(f"demo finished in {total / 60:.1f} min ({per_step})")
         if total > BUDGET_S:
             print(f"note: over the {BUDGET_S // 60}-minute budget on this machine")
+        print(json.dumps(headline_json(report, profiles, total), sort_keys=False))
         return 0
     except DemoError as e:
         print(f"\ndemo failed: {e}", file=sys.stderr)

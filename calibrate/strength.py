@@ -1,0 +1,151 @@
+"""Choosing K and the strength α on held-out calibration questions (`calibrate --select-on F`).
+
+The paper fixes K = 10 heads per set and applies Eq 10 at full strength. Whether that helps a given model is an
+empirical question, so `--select-on F` holds out a seeded fraction F of the calibration questions (never
+evaluation data; `calibrate.inputs.hold_out`), attributes heads on the rest, and for every profile group tries
+each K of a small grid and each strength α of `STRENGTHS` (scales 1 + αλ and 1 − αλ). The candidate with the
+highest accuracy on the group's held-out questions wins; ties go to the smaller α, then the smaller K. α = 0 is the
+unmodified model and always a candidate, so the chosen profile is never worse than the unedited model on the
+held-out part.
+
+Every candidate's held-out accuracy is logged in the run directory (`selection.jsonl`), so a resumed run reuses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Callable, Sequence
+
+import numpy as np
+
+from calibrate.records import VQARecord
+from calibrate.rundir import DoneLog
+from head_profiles import HeadProfile
+
+STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+DEFAULT_K_GRID = (1, 2, 4, 10)
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    k: int
+    strength: float
+    accuracy: float
+    n: int
+
+
+@dataclasses.dataclass
+class GridResult:
+    """The held-out grid of one profile group and the chosen candidate."""
+
+    group: str
+    n: int  # held-out questions of the group
+    unedited: float  # accuracy at α = 0
+    candidates: list[Candidate]  # every (K, α > 0)
+    chosen: Candidate
+
+    def to_json(self) -> dict:
+        return {
+            "group": self.group,
+            "held_out_questions": self.n,
+            "accuracy_unedited": self.unedited,
+            "chosen": dataclasses.asdict(self.chosen),
+            "grid": [dataclasses.asdict(c) for c in self.candidates],
+        }
+
+
+def best(unedited: Candidate, candidates: Sequence[Candidate]) -> Candidate:
+    """Highest accuracy; ties to the smaller α (the unedited model first), then the smaller K."""
+    return min([unedited, *candidates], key=lambda c: (-c.accuracy, c.strength, c.k))
+
+
+def _open(path: str):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def held_out_correct(engine, records: Sequence[VQARecord], scales: np.ndarray | None, batch: int = 16) -> np.ndarray:
+    """Per question: does the model (under per-head `scales`, None = unedited) answer the yes/no question right?"""
+    out = []
+    for start in range(0, len(records), batch):
+        chunk = records[start : start + batch]
+        probs = engine.binary([_open(r.image) for r in chunk], [r.question for r in chunk], scales)
+        pred_yes = (probs["yes"] >= probs["no"]).numpy()
+        out.append(pred_yes == np.array([r.answer == "yes" for r in chunk]))
+    return np.concatenate(out) if out else np.zeros(0, dtype=bool)
+
+
+def choose(
+    engine,
+    group: str,
+    records: Sequence[VQARecord],
+    profiles: dict[int, HeadProfile],
+    log: DoneLog,
+    strengths: Sequence[float] = STRENGTHS,
+    on_progress: Callable[[], None] | None = None,
+) -> GridResult:
+    """Evaluate every (K, α) on `records` (the group's held-out questions) and pick the best (see `best`).
+
+    profiles: K -> the group's Eq-10 profile with that K (λ as calibrated, no strength)."""
+
+    def accuracy(key: str, scales: np.ndarray | None) -> float:
+        row = log.get(key)
+        if row is None:
+            correct = held_out_correct(engine, records, scales)
+            row = {"key": key, "group": group, "n": len(records), "correct": int(correct.sum()),
+                   "accuracy": float(correct.mean()) if len(records) else 0.0}
+            log.append(row)
+        if on_progress is not None:
+            on_progress()
+        return float(row["accuracy"])
+
+    base = accuracy(f"{group}|unedited", None)
+    unedited = Candidate(k=0, strength=0.0, accuracy=base, n=len(records))
+    candidates = []
+    for k, profile in sorted(profiles.items()):
+        for a in strengths:
+            if a == 0:
+                continue
+            scaled = profile.model_copy(update={"strength": float(a)})
+            acc = accuracy(f"{group}|k={k}|strength={a:g}", scaled.scales())
+            candidates.append(Candidate(k=k, strength=float(a), accuracy=acc, n=len(records)))
+    chosen = best(unedited, candidates)
+    if chosen.k == 0:  # the unedited model won: keep the smallest K's heads, at strength 0
+        chosen = dataclasses.replace(chosen, k=min(profiles))
+    return GridResult(group=group, n=len(records), unedited=base, candidates=candidates, chosen=chosen)
+
+
+def grid_figure(results: Sequence[GridResult], path: pathlib.Path) -> pathlib.Path | None:
+    """Held-out accuracy against α, one line per K, one panel per group (the unedited model dashed)."""
+    if not results:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 2.8), squeeze=False, dpi=110)
+    for ax, res in zip(axes[0], results):
+        ks = sorted({c.k for c in res.candidates})
+        for k in ks:
+            pts = sorted((c.strength, c.accuracy) for c in res.candidates if c.k == k)
+            xs = [0.0] + [x for x, _ in pts]
+            ys = [res.unedited] + [y for _, y in pts]
+            ax.plot(xs, [100 * y for y in ys], marker="o", ms=3, label=f"K={k}")
+        ax.axhline(100 * res.unedited, color="gray", ls="--", lw=0.8)
+        ax.scatter([res.chosen.strength], [100 * res.chosen.accuracy], s=60, facecolors="none", edgecolors="k", zorder=5)
+        ax.set_title(f"{res.group} (n={res.n})", fontsize=9)
+        ax.set_xlabel("strength α")
+        ax.set_ylabel("held-out accuracy (%)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["Candidate", "DEFAULT_K_GRID", "GridResult", "STRENGTHS", "best", "choose", "grid_figure",
+           "held_out_correct"]

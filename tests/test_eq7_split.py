@@ -1,0 +1,201 @@
+"""Which inputs Eq 7 splits decides which heads a profile damps (issue: calibration that improves the endpoint).
+
+The planted model (`planted_heads.build_misleading`) answers "Is the object red?" with `POSITIVE` (reads redness,
+says yes), `DISTRACTOR` (reads blueness, says no) and `MISLEADING` (reads greenness, says no so strongly that
+yellow images - red enough to be red - are answered "No": a known subset of clean questions answered wrongly).
+
+* The default split (`--attribute-on clean`, the authors' code) scores every clean question against its own
+  answer: D_incorrect is exactly the yellow questions, `MISLEADING` is the first negative head, and rescaling
+  with the profile fixes those questions without breaking the others.
+* `eq4-pairs` (both images of each Eq-4 triple against the clean answer) finds the head that reads the edited
+  region instead (`DISTRACTOR`: red -> blue edits), which is not what hurts accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from calibrate.pipeline import main
+from calibrate.records import Box, VQARecord, read_jsonl, write_jsonl
+from calibrate.strength import STRENGTHS, Candidate, best
+from head_profiles import load_profile
+from planted_heads import DISTRACTOR, MISLEADING, POSITIVE, build_misleading, clean_image, edited_image, yellow_image
+from test_pipeline import make_triples
+
+KINDS = {"red": (clean_image, "yes"), "yellow": (yellow_image, "yes"), "blue": (edited_image, "no")}
+SUBTYPES = ["color", "material", "animal", "vehicle", "spatial", "action"]
+
+
+@pytest.fixture(scope="module")
+def misleading_dir(tmp_path_factory):
+    return build_misleading(tmp_path_factory.mktemp("misleading"))
+
+
+@pytest.fixture(scope="module")
+def engine(misleading_dir):
+    from vseam.engine import HeadEngine
+
+    return HeadEngine.from_pretrained(str(misleading_dir))
+
+
+def write_questions(out, per_kind: int, kinds=tuple(KINDS)) -> tuple:
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in range(per_kind):
+        for kind in kinds:
+            draw, answer = KINDS[kind]
+            path = out / f"{kind}_{i}.png"
+            draw(i).save(path)
+            records.append(VQARecord(qid=f"{kind}{i:03d}", dataset="gqa", question=f"Is the object number {i} red?",
+                                     answer=answer, image=str(path), subtype=SUBTYPES[i % len(SUBTYPES)],
+                                     boxes=[Box(8, 8, 40, 40)]))
+    write_jsonl(out / "questions.jsonl", records)
+    return out / "questions.jsonl", records
+
+
+def argv(model, out, *extra):
+    return ["--dataset", "gqa", "--model", str(model), "--out", str(out), "--patching", "0", *extra]
+
+
+def accuracy(engine, records, scales=None) -> dict[str, float]:
+    """Accuracy per kind of question (red / yellow / blue)."""
+    from calibrate.strength import held_out_correct
+
+    correct = held_out_correct(engine, records, scales)
+    kinds = np.array([r.qid.rstrip("0123456789") for r in records])
+    return {k: float(correct[kinds == k].mean()) for k in KINDS if (kinds == k).any()}
+
+
+def test_default_split_damps_the_misleading_head_and_rescaling_fixes_its_questions(misleading_dir, engine, tmp_path):
+    questions, records = write_questions(tmp_path / "q", per_kind=6)
+    before = accuracy(engine, records)
+    assert before == {"red": 1.0, "yellow": 0.0, "blue": 1.0}  # the misleading head's subset is answered wrongly
+
+    out = tmp_path / "run"
+    assert main(argv(misleading_dir, out, "--questions", str(questions), "-k", "3")) == 0
+    prof = load_profile(out / "profiles" / "gqa-all.json")
+    assert prof.negative[0].key == MISLEADING and prof.negative[0].lam == 1.0
+    assert prof.positive[0].key == POSITIVE
+    assert (prof.provenance.n_correct, prof.provenance.n_incorrect) == (12, 6)  # D_incorrect = the yellow questions
+    assert prof.provenance.split == "clean" and prof.provenance.aggregate == "mean"
+    assert prof.strength is None and prof.alpha == 1.0  # no --select-on: Eq 10 at full strength
+
+    after = accuracy(engine, records, prof.scales())
+    assert after == {"red": 1.0, "yellow": 1.0, "blue": 1.0}
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["split"] == "clean" and report["triples"] == {} and report["patching"] == {}
+    assert report["groups"]["all"] == {"n_correct": 12, "n_incorrect": 6, "subtypes": sorted(SUBTYPES),
+                                       "thin_negative_evidence": True}
+    assert "rest on fewer than 30 incorrectly answered inputs" in (out / "report.md").read_text()
+    rows = [json.loads(l) for l in (out / "attribution-exact.jsonl").read_text().splitlines()]
+    assert len(rows) == 18 and {r["role"] for r in rows} == {"clean"}
+    assert {r["key"].split(":")[1] for r in rows if not r["correct"]} == {f"yellow{i:03d}" for i in range(6)}
+
+
+def test_eq4_pairs_choose_the_head_that_reads_the_edited_region(misleading_dir, engine, tmp_path):
+    """The previous default, now behind a flag: red clean images vs blue edits, both against "yes". The negative head
+    is the blue reader; removing it breaks every blue question ("Is it red?" - "No"), which the model answered
+    right. (The yellow questions come out right only because the positive reader is doubled.)"""
+    triples = make_triples(tmp_path / "t", 6)
+    out = tmp_path / "run"
+    assert main(argv(misleading_dir, out, "--triples", str(triples), "--attribute-on", "eq4-pairs", "-k", "3")) == 0
+    prof = load_profile(out / "profiles" / "gqa-all.json")
+    assert prof.negative[0].key == DISTRACTOR and MISLEADING not in {h.key for h in prof.negative[:1]}
+    assert (prof.provenance.n_correct, prof.provenance.n_incorrect) == (6, 6)
+    assert prof.provenance.split == "eq4-pairs" and "edited region" in prof.provenance.notes
+    _, records = write_questions(tmp_path / "q", per_kind=3)
+    assert accuracy(engine, records, prof.scales()) == {"red": 1.0, "yellow": 1.0, "blue": 0.0}
+
+    # the same triples under the default split: only their clean images, all answered right -> no negative head
+    clean = tmp_path / "clean"
+    assert main(argv(misleading_dir, clean, "--triples", str(triples), "-k", "3")) == 0
+    prof = load_profile(clean / "profiles" / "gqa-all.json")
+    assert prof.negative == [] and prof.positive[0].key == POSITIVE
+    assert (prof.provenance.n_correct, prof.provenance.n_incorrect) == (6, 0)
+
+
+def test_clean_plus_edited_scores_each_edited_image_against_its_own_answer(misleading_dir, tmp_path):
+    triples = make_triples(tmp_path / "t", 4)  # clean red ("yes"), edited blue: its own answer is "no"
+    out = tmp_path / "run"
+    assert main(argv(misleading_dir, out, "--triples", str(triples), "--attribute-on", "clean+edited")) == 0
+    rows = {json.loads(l)["key"]: json.loads(l) for l in (out / "attribution-exact.jsonl").read_text().splitlines()}
+    assert len(rows) == 8
+    edited = [r for k, r in rows.items() if k.endswith(":edited")]
+    assert {r["answer"] for r in edited} == {"no"} and all(r["correct"] for r in edited)
+    prof = load_profile(out / "profiles" / "gqa-all.json")
+    assert (prof.provenance.n_correct, prof.provenance.n_incorrect) == (8, 0)
+    assert prof.provenance.split == "clean+edited"
+
+
+def test_gain_aggregation_is_recorded_and_finds_the_same_head(misleading_dir, tmp_path):
+    questions, _ = write_questions(tmp_path / "q", per_kind=4)
+    mean_out, gain_out = tmp_path / "mean", tmp_path / "gain"
+    assert main(argv(misleading_dir, mean_out, "--questions", str(questions), "-k", "3")) == 0
+    assert main(argv(misleading_dir, gain_out, "--questions", str(questions), "-k", "3", "--aggregate", "gain")) == 0
+    mean_p = load_profile(mean_out / "profiles" / "gqa-all.json")
+    gain_p = load_profile(gain_out / "profiles" / "gqa-all.json")
+    assert gain_p.provenance.aggregate == "gain" and gain_p.negative[0].key == MISLEADING
+    # only gains count on D_incorrect: a gain score is at least the signed mean (equal for a head that only helps)
+    assert gain_p.negative[0].score == pytest.approx(mean_p.negative[0].score, rel=1e-9)
+    for h in gain_p.negative:
+        assert h.score > 0
+
+
+def test_select_on_chooses_k_and_strength_on_held_out_questions(misleading_dir, engine, tmp_path):
+    questions, _ = write_questions(tmp_path / "q", per_kind=12)  # 6 questions per subtype
+    out = tmp_path / "run"
+    assert main(argv(misleading_dir, out, "--questions", str(questions), "--select-on", "0.5", "-k", "3",
+                     "--k-grid", "1,3")) == 0
+    held = read_jsonl(out / "held_out.jsonl", VQARecord)
+    assert len(held) == 18 and not {r.qid for r in held} & {json.loads(l)["key"].split(":")[1]
+                                                              for l in (out / "inputs.jsonl").read_text().splitlines()}
+    for name in ("gqa-all", "gqa-attribute", "gqa-object", "gqa-relation"):
+        prof = load_profile(out / "profiles" / f"{name}.json")
+        sel = prof.provenance.selection
+        assert sel is not None and sel.held_out_fraction == 0.5 and sel.k_grid == [1, 3]
+        assert sel.strength_grid == list(STRENGTHS) and prof.k in (1, 3) and prof.strength in STRENGTHS
+        assert sel.accuracy_chosen >= sel.accuracy_unedited
+        # recomputed independently on the held-out questions of the profile's group
+        mine = [r for r in held if prof.scope.level == "all" or r.level == prof.scope.level]
+        from calibrate.strength import held_out_correct
+
+        assert held_out_correct(engine, mine, prof.scales()).mean() == pytest.approx(sel.accuracy_chosen)
+        assert held_out_correct(engine, mine, None).mean() == pytest.approx(sel.accuracy_unedited)
+        paper = load_profile(out / "profiles" / "paper" / f"{name}.json")
+        assert paper.name == f"{name}-paper" and paper.k == 3 and paper.strength is None
+    allp = load_profile(out / "profiles" / "gqa-all.json")
+    assert allp.provenance.selection.accuracy_chosen == 1.0 > allp.provenance.selection.accuracy_unedited
+    assert allp.strength > 0 and allp.negative[0].key == MISLEADING
+    assert (out / "selection.png").read_bytes()[:4] == b"\x89PNG"
+    assert "K and strength α chosen on held-out calibration questions" in (out / "report.md").read_text()
+
+
+def test_select_on_keeps_the_unedited_model_when_no_candidate_beats_it(misleading_dir, engine, tmp_path):
+    """Only red and blue questions: the model answers all of them, no candidate can do better, so the choice is
+    α = 0 (ties go to the unedited model) and the written profile changes nothing."""
+    questions, _ = write_questions(tmp_path / "q", per_kind=6, kinds=("red", "blue"))
+    out = tmp_path / "run"
+    assert main(argv(misleading_dir, out, "--questions", str(questions), "--select-on", "0.5", "--k-grid", "1,2")) == 0
+    prof = load_profile(out / "profiles" / "gqa-all.json")
+    assert prof.strength == 0.0 and prof.provenance.selection.accuracy_unedited == 1.0
+    assert np.array_equal(prof.scales(), np.ones_like(prof.scales()))
+    assert prof.positive  # the heads are still recorded (at strength 0)
+
+
+def test_best_never_prefers_a_candidate_below_the_unedited_model():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        base = Candidate(0, 0.0, float(rng.integers(0, 11)) / 10, 10)
+        cands = [Candidate(int(k), float(a), float(rng.integers(0, 11)) / 10, 10)
+                 for k in (1, 2, 4) for a in STRENGTHS[1:]]
+        chosen = best(base, cands)
+        assert chosen.accuracy >= base.accuracy
+        assert chosen.accuracy == max(c.accuracy for c in [base, *cands])
+    # ties: the unedited model first, then the smaller strength, then the smaller K
+    assert best(Candidate(0, 0.0, 0.5, 4), [Candidate(1, 0.25, 0.5, 4)]).strength == 0.0
+    assert best(Candidate(0, 0.0, 0.4, 4), [Candidate(4, 0.5, 0.5, 4), Candidate(1, 0.5, 0.5, 4),
+                                           Candidate(1, 0.25, 0.5, 4)]) == Candidate(1, 0.25, 0.5, 4)
