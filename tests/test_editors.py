@@ -1,4 +1,9 @@
-"""Editors on real photos with hand-drawn masks: each changes its region and nothing outside the dilated region."""
+"""Editors on real photos with hand-drawn masks: each changes its region and nothing outside the dilated region.
+
+Locality is checked against regions computed here (`regions.py`), never from the editor's own `region()` /
+`allowed()`: each editor's raw edit (before `Editor.__call__` clips it) must already stay inside, and one test
+checks the clip itself.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +25,10 @@ from calibrate.editors import (
     default_editors,
     preferred_editors,
 )
+from calibrate.editors import confine
 from calibrate.masks import default_dilation, dilate, polygon_mask
 from calibrate.records import Box, VQARecord
+from regions import grown, mirror_position
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 OBJECTS = json.loads((FIXTURES / "photo_objects.json").read_text())
@@ -43,17 +50,32 @@ def record(question, subtype, boxes, answer="yes", qid="r1"):
     return VQARecord(qid=qid, dataset="t", question=question, answer=answer, image="x", subtype=subtype, boxes=boxes)
 
 
-def check_local(editor, image, mask, rec, cf, min_changed=0.5):
-    """The edit changes most of the region and nothing outside the dilated region; returns the edited array."""
-    out = np.asarray(editor(image, mask, rec, cf))
+def check_local(editor, image, mask, rec, cf, region=None, min_changed=0.5, raw_local=True):
+    """The edit changes most of the mask and nothing farther than the dilation radius from `region` (default: the
+    mask itself), a region computed here. With `raw_local`, the editor's own edit (before the clip) is checked too.
+    Returns the edited array."""
     orig = np.asarray(image)
+    allowed = grown(mask if region is None else region, editor.radius(mask.shape))
+    if raw_local:
+        raw = editor._edit(orig.copy(), mask, rec, cf)
+        outside = (raw != orig).any(-1) & ~allowed
+        assert not outside.any(), f"{editor.name}: its edit changed {int(outside.sum())} pixels outside its region"
+    out = np.asarray(editor(image, mask, rec, cf))
     assert out.shape == orig.shape and out.dtype == np.uint8
     changed = (out != orig).any(-1)
-    allowed = dilate(editor.region(mask, rec, cf), editor.radius(mask.shape))
-    assert (editor.allowed(mask, rec, cf) == allowed).all()
     assert not (changed & ~allowed).any(), f"{editor.name}: {int((changed & ~allowed).sum())} pixels changed outside"
     assert changed[mask].mean() >= min_changed, f"{editor.name}: only {changed[mask].mean():.2f} of the region changed"
     return out
+
+
+def test_the_clip_confines_any_edit_to_the_allowed_region():
+    """`Editor.__call__` clips every edit to `allowed()`: an edit that paints everything keeps only that region."""
+    image = np.asarray(photo("coffee"))
+    allowed = np.zeros(image.shape[:2], bool)
+    allowed[100:150, 200:260] = True
+    everywhere = np.zeros_like(image)
+    out = confine(everywhere, image, allowed)
+    assert (out[allowed] == 0).all() and (out[~allowed] == image[~allowed]).all()
 
 
 def test_recolor_paints_the_target_colour_and_keeps_shading():
@@ -94,7 +116,7 @@ def test_mirror_moves_the_object_that_flips_the_relation():
     assert cf.target == "to the left of"
     ed = Mirror()
     assert ed.target_boxes(rec, cf, image.size) == [0]  # moving the patch would not put it right of the helmet
-    out = check_local(ed, image, helmet, rec, cf)
+    out = check_local(ed, image, helmet, rec, cf, region=helmet | mirror_position(helmet, "x"))
     moved = ed.region(helmet, rec, cf) & ~helmet
     xs = np.nonzero(moved)[1]
     assert xs.mean() < pbox.x + pbox.w / 2 < np.nonzero(helmet)[1].mean()  # the helmet now sits left of the patch
@@ -194,7 +216,8 @@ def test_diffusion_editor_is_prompted_seeded_and_local(tiny_inpaint):
 
     type(ed.pipe).__call__ = spy
     try:
-        out = check_local(ed, image, mask, rec, cf)
+        # the pipeline repaints its whole square crop; the clip keeps the dilated mask only
+        out = check_local(ed, image, mask, rec, cf, raw_local=False)
         again = np.asarray(ed(image, mask, rec, cf))
     finally:
         type(ed.pipe).__call__ = original_call
@@ -204,7 +227,7 @@ def test_diffusion_editor_is_prompted_seeded_and_local(tiny_inpaint):
 
 
 def test_render_editor_for_synthetic_records():
-    shapes = pytest.importorskip("calibrate.datasets.shapes")
+    from calibrate.datasets import shapes
     from calibrate.edit import dataset_counterfactual
 
     rec = shapes.make_record("calib", 0, seed=0, write=True)
@@ -215,7 +238,13 @@ def test_render_editor_for_synthetic_records():
     image = Image.open(rec.image).convert("RGB")
     out = np.asarray(ed(image, np.zeros(image.size[::-1], bool), rec, cf))
     changed = (out != np.asarray(image)).any(-1)
-    region = ed.region(None, rec, cf)
+    # the region the edit may touch, from the scene itself: the edited object before and after the change
+    scene = shapes.scene_of(rec)
+    edit = rec.meta["edit"]
+    after = shapes.apply_edit(scene, edit)
+    region = shapes.object_mask(scene.get(edit["object"]))
+    if not edit.get("remove"):
+        region |= shapes.object_mask(after.get(edit["object"]))
     assert changed.any() and not (changed & ~region).any()
 
 

@@ -155,6 +155,12 @@ def test_free_replies_and_errors(served, capsys):
     m = report["metrics"]["none"]["all"]
     assert m["unparsed"] == unparsed and m["correct"] == sum(p["correct"] for p in preds if p["label"] == "none")
     assert m["answered"] + m["unparsed"] == m["n"] == 24
+    # what the docstring claims, counted: all 24 replies of each profile unparsed, none correct
+    for label in ("none", "cal"):
+        mine = [p for p in preds if p["label"] == label]
+        assert len(mine) == 24 and all(p["prediction"] is None and not p["correct"] for p in mine), label
+        assert report["metrics"][label]["all"]["unparsed"] == 24 and report["metrics"][label]["all"]["correct"] == 0
+        assert report["metrics"][label]["all"]["accuracy"] == 0.0
     assert report["significance"] is None  # no reference named
 
     assert main(eval_argv(base, work / "bad", "--profile", "nonexistent")) == 1

@@ -25,7 +25,7 @@ import torch
 from conftest import random_image
 from vllm_server import CPU_TEST_FLAGS, image_data_url, running_server, vllm_api_server
 
-TOL = 1e-3  # the bound; measured differences are ~1e-6 (printed with -s)
+TOL = 1e-4  # the project's fidelity bar; measured differences are ~1e-6 (printed with -s)
 #: top logprobs compared per request. The tiny LM's vocabulary is padded past the tokenizer (ids without a token);
 #: vLLM 0.32 dies decoding such an id when it lands in `top_logprobs`, so every reference is first checked to keep
 #: padded ids out of its top TOP (`in_vocab_top`)

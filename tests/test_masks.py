@@ -23,6 +23,7 @@ from calibrate.masks import (
 )
 from calibrate.records import Box
 from vseam.errors import UserError
+from regions import grown
 
 pytestmark = pytest.mark.slow  # SAM on real photos
 
@@ -75,7 +76,7 @@ def test_sam_mask_drives_an_editor_that_stays_inside(segmenter):
     (m,) = segmenter.segment(image, record.boxes)
     edited = np.asarray(Recolor()(image, m.mask, record, RuleRewriter()(record)))
     changed = (edited != np.asarray(image)).any(-1)
-    assert not (changed & ~dilate(m.mask, default_dilation(m.mask.shape))).any()
+    assert not (changed & ~grown(m.mask, default_dilation(m.mask.shape))).any()  # region computed independently
     assert changed[m.mask].mean() > 0.9
 
 

@@ -201,4 +201,14 @@ def test_instructblip_directory_runs(tiny_instructblip_dir, tmp_path):
     assert main(calibrate_argv(tiny_instructblip_dir, triples, out, "--patching", "1", "-k", "2")) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["overlap"]["available"] is False and "spatial layout" in report["overlap"]["reason"]
-    assert (out / "profiles" / "gqa-all.json").exists()
+    prof = load_profile(out / "profiles" / "gqa-all.json")
+    assert prof.fingerprint.architecture == "InstructBlipForConditionalGeneration"
+    assert prof.provenance.n_correct + prof.provenance.n_incorrect == 3  # the three clean images
+    assert prof.positive or prof.negative
+    # the scores are Eq 7 of the logged per-input effects (recomputed here from attribution-exact.jsonl)
+    rows = [json.loads(l) for l in (out / "attribution-exact.jsonl").read_text().splitlines()]
+    shape = (prof.fingerprint.num_layers, prof.fingerprint.num_heads)
+    for set_name, correct, sign in (("positive", True, -1.0), ("negative", False, 1.0)):
+        deltas = [np.asarray(r["delta"]).reshape(shape) for r in rows if r["correct"] == correct]
+        for h in getattr(prof, set_name):
+            assert h.score == pytest.approx(sign * np.mean([d[h.layer, h.head] for d in deltas]), rel=1e-9)

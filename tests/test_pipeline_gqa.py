@@ -35,7 +35,7 @@ def test_gqa_end_to_end_writes_valid_profiles(fixture_dataset, tiny_llava_dir, t
     assert len(manifest) == 4
     assert {json.loads(l)["editor"] for l in manifest} == {"recolor", "remove", "mirror"}
     profiles = sorted(p.name for p in (out / "profiles").iterdir())
-    assert "gqa-all.json" in profiles and len(profiles) >= 2
+    assert profiles == ["gqa-all.json", "gqa-attribute.json", "gqa-object.json", "gqa-relation.json"]
 
     from vseam.cli import main as vseam_main
 
@@ -57,19 +57,31 @@ def test_gqa_end_to_end_writes_valid_profiles(fixture_dataset, tiny_llava_dir, t
     assert (out / "stage1" / "edits" / "edits.jsonl").read_bytes() == edits_before
     assert {n: (out / "profiles" / n).read_bytes() for n in profiles} == before
 
-    # with the Eq-4 filter (stage 1's edits reused): the default split attributes every question on its clean image,
-    # whatever Eq 4 keeps
+    # with the Eq-4 filter (stage 1's edits reused): this random model answers no edited pair as Eq 4 asks (right on
+    # the clean image, wrong on the edit), so there is no triple; the default split attributes every question on its
+    # clean image all the same, and eq4-pairs refuses with a clear message
     eq4 = tmp_path / "eq4"
     (eq4 / "stage1").mkdir(parents=True)
     shutil.copytree(out / "stage1" / "edits", eq4 / "stage1" / "edits")
     capsys.readouterr()
     code = calibrate_main(argv(questions, images, tiny_llava_dir, eq4))
     captured = capsys.readouterr()
-    per = [line for line in captured.out.splitlines() if line.split()[:1] and line.split()[0] in SUBTYPES.split(",")]
-    kept = sum(int(line.split()[-1]) for line in per)
-    assert len(per) == 4, captured.out  # the Eq-4 table: one row per subtype
     assert code == 0, captured.err
+    table = {line.split()[0]: [int(x) for x in line.split()[1:]] for line in captured.out.splitlines()
+             if line.split()[:1] and line.split()[0] in SUBTYPES.split(",")}
+    # subtype: [edited pairs, clean answered right, Eq-4 triples]
+    assert table == {"animal": [1, 1, 0], "color": [1, 0, 0], "spatial": [1, 0, 0], "vehicle": [1, 1, 0]}
+    report = json.loads((eq4 / "report.json").read_text())
+    assert report["triples"] == {} and report["patching"] == {}
+    assert {g: (v["n_correct"], v["n_incorrect"]) for g, v in report["groups"].items()} == {
+        "attribute": (0, 1), "object": (2, 0), "relation": (0, 1), "all": (2, 2)}  # = the "clean ok" column
+    assert sorted(p.name for p in (eq4 / "profiles").iterdir()) == profiles
     pv = load_profile(eq4 / "profiles" / "gqa-all.json").provenance
-    assert pv.n_correct + pv.n_incorrect == 4 and pv.split == "clean"
-    kept_by_subtype = {line.split()[0]: int(line.split()[-1]) for line in per if int(line.split()[-1])}
-    assert json.loads((eq4 / "report.json").read_text())["triples"] == kept_by_subtype
+    assert (pv.n_correct, pv.n_incorrect, pv.split) == (2, 2, "clean")
+
+    pairs = tmp_path / "eq4-pairs"
+    (pairs / "stage1").mkdir(parents=True)
+    shutil.copytree(out / "stage1" / "edits", pairs / "stage1" / "edits")
+    assert calibrate_main(argv(questions, images, tiny_llava_dir, pairs, "--attribute-on", "eq4-pairs")) == 1
+    assert "no Eq-4 triples to attribute" in capsys.readouterr().err
+    assert not (pairs / "profiles").exists()

@@ -235,6 +235,7 @@ class TestPerRequest:
     def test_head_profiles_endpoint_and_metrics(self, server, tiny_llava_dir, engine):
         client = openai.OpenAI(base_url=f"{server}/v1", api_key="none", max_retries=0)
         model, text = str(tiny_llava_dir), engine.family.binary_text(QUESTIONS[0])
+        before = vseam_metrics(server)  # the server is shared by the class: count this test's requests only
         client.chat.completions.create(**request_kwargs(engine, model, 5, text, "colors"))
         client.chat.completions.create(**request_kwargs(engine, f"{model}:where", 5, text))
         for bad in (dict(model=model, profile="nope"), dict(model=f"{model}:where", profile="colors")):
@@ -245,16 +246,24 @@ class TestPerRequest:
         assert [p["name"] for p in listing["data"]] == ["colors", "where"]
         assert listing["data"][1]["scope"]["level"] == "relation" and listing["data"][1]["num_heads"] == 3
         assert listing["data"][0]["fingerprint"]["architecture"] == "LlavaForConditionalGeneration"
-        text = httpx.get(f"{server}/metrics", timeout=10).text
-        samples = {}
-        for line in text.splitlines():
-            if line.startswith("vseam_head_profile_") and "_total" in line:
-                name, value = line.rsplit(" ", 1)
-                samples[name] = float(value)
-        assert samples.get('vseam_head_profile_requests_total{profile="colors",via="xargs"}', 0) >= 1
-        assert samples.get('vseam_head_profile_requests_total{profile="where",via="model"}', 0) >= 1
-        assert samples.get('vseam_head_profile_rejections_total{reason="unknown_profile"}', 0) >= 1
-        assert samples.get('vseam_head_profile_rejections_total{reason="conflict"}', 0) >= 1
+        after = vseam_metrics(server)
+        delta = {k: after[k] - before.get(k, 0.0) for k in after if after[k] != before.get(k, 0.0)}
+        assert delta == {
+            'vseam_head_profile_requests_total{profile="colors",via="xargs"}': 1.0,
+            'vseam_head_profile_requests_total{profile="where",via="model"}': 1.0,
+            'vseam_head_profile_rejections_total{reason="unknown_profile"}': 1.0,
+            'vseam_head_profile_rejections_total{reason="conflict"}': 1.0,
+        }
+
+
+def vseam_metrics(server: str) -> dict[str, float]:
+    """The vseam counters on the server's /metrics: sample name with labels -> value."""
+    samples = {}
+    for line in httpx.get(f"{server}/metrics", timeout=10).text.splitlines():
+        if line.startswith("vseam_head_profile_") and "_total" in line:
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
 
 
 # ---- per-request, eager and tensor parallel ----------------------------------------------------------------------

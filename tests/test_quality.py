@@ -12,9 +12,10 @@ from PIL import Image
 
 from calibrate.counterfactual import RuleRewriter
 from calibrate.editors import Recolor
-from calibrate.masks import default_dilation, dilate, polygon_mask
+from calibrate.masks import default_dilation, polygon_mask
 from calibrate.quality import Thresholds, VisionFeatures, assess, cosine_similarity
 from calibrate.records import Box, VQARecord
+from regions import grown
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 CUP = json.loads((FIXTURES / "photo_objects.json").read_text())["coffee"][0]
@@ -29,7 +30,8 @@ def scene():
     mask = polygon_mask(CUP["polygon"], w, h)
     rec = VQARecord("cup", "t", "Is the cup red?", "yes", "coffee.png", "color", [Box(*CUP["box"])])
     good = Recolor()(image, mask, rec, RuleRewriter()(rec))
-    return image, mask, dilate(mask, default_dilation(mask.shape)), good
+    # the region the gate is given is computed here, not by the editor that made `good`
+    return image, mask, grown(mask, default_dilation(mask.shape)), good
 
 
 def planted(image: Image.Image, mask: np.ndarray) -> dict[str, Image.Image]:

@@ -70,7 +70,7 @@ def test_selection_matches_per_pair_oracle_and_caches(engine, images, tmp_path):
     for t in triples:
         y = t.record.answer
         _, py, pn = truth[(t.pair.clean_image, t.record.question)]
-        assert t.p_clean == pytest.approx(py if y == "yes" else pn, rel=1e-3, abs=1e-6)
+        assert t.p_clean == pytest.approx(py if y == "yes" else pn, rel=1e-5, abs=1e-7)
         assert t.pred_clean == y != t.pred_edited
     by_sub = summary.per_subtype
     assert set(by_sub) == set(subtypes) and all(c["pairs"] == 20 for c in by_sub.values())

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from conftest import random_image
-from vllm_server import image_data_url, running_server, vllm_api_server
+from vllm_server import image_data_url, running_server, token_logprobs, vllm_api_server
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 
@@ -31,15 +29,14 @@ def test_vllm_serves_tiny_llava(tiny_llava_dir):
             temperature=0,
             logprobs=True,
             top_logprobs=5,
-            extra_body=dict(engine.family.chat_extra_body),
+            extra_body={**engine.family.chat_extra_body, "return_tokens_as_token_ids": True},
         )
-    top = resp.choices[0].logprobs.content[0].top_logprobs
-    assert len(top) == 5
-    tok = engine.tokenizer
-    for entry in top:
-        tid = tok.convert_tokens_to_ids(entry.token) if entry.token in tok.get_vocab() else None
-        if tid is None:
-            continue
-        assert math.isclose(entry.logprob, float(want[tid]), abs_tol=1e-4), (entry, float(want[tid]))
+    got = token_logprobs(resp.choices[0])[0]  # {token id: logprob}: the sampled token and the top 5
+    assert len(resp.choices[0].logprobs.content[0].top_logprobs) == 5
+    want_top5 = want.topk(5).indices.tolist()
+    assert set(want_top5) <= set(got), (sorted(got), want_top5)  # the same five tokens, by id
+    for tid in want_top5:
+        assert got[tid] == pytest.approx(float(want[tid]), abs=1e-4), tid
     best = int(want.argmax())
-    assert resp.choices[0].logprobs.content[0].logprob == pytest.approx(float(want[best]), abs=1e-4)
+    sampled = int(resp.choices[0].logprobs.content[0].token.split(":")[1])
+    assert sampled == best and resp.choices[0].logprobs.content[0].logprob == pytest.approx(float(want[best]), abs=1e-4)
