@@ -70,6 +70,18 @@ def compare(ref_acc: np.ndarray, base_acc: np.ndarray) -> dict:
     }
 
 
+def _aligned(category: str, by_strategy: Mapping[str, Sequence[bool]], reference: str, baselines: Sequence[str]
+             ) -> np.ndarray:
+    """The reference's outcomes of one category, after checking every strategy answered the same items."""
+    missing = [s for s in (reference, *baselines) if s not in by_strategy]
+    if missing:
+        raise ValueError(f"category {category!r}: no results for {missing}")
+    lengths = {s: len(by_strategy[s]) for s in (reference, *baselines)}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"category {category!r}: strategies answered different numbers of items {lengths}")
+    return np.asarray(by_strategy[reference], dtype=float)
+
+
 def bootstrap(
     correct: Mapping[str, Mapping[str, Sequence[bool]]],
     reference: str,
@@ -86,13 +98,7 @@ def bootstrap(
     per_cat: dict[str, dict[str, dict]] = {}
     pooled: dict[str, tuple[list, list]] = {b: ([], []) for b in baselines}
     for category, by_strategy in correct.items():
-        missing = [s for s in (reference, *baselines) if s not in by_strategy]
-        if missing:
-            raise ValueError(f"category {category!r}: no results for {missing}")
-        ref = np.asarray(by_strategy[reference], dtype=float)
-        lengths = {s: len(by_strategy[s]) for s in (reference, *baselines)}
-        if len(set(lengths.values())) != 1:
-            raise ValueError(f"category {category!r}: strategies answered different numbers of items {lengths}")
+        ref = _aligned(category, by_strategy, reference, baselines)
         if len(ref) == 0:
             continue
         idx = fold_indices(len(ref), folds, fold_size, seed, category)
@@ -162,10 +168,7 @@ def paired_tests(
     per_cat: dict[str, dict[str, dict]] = {}
     pooled: dict[str, tuple[list, list]] = {b: ([], []) for b in baselines}
     for category, by_strategy in correct.items():
-        missing = [s for s in (reference, *baselines) if s not in by_strategy]
-        if missing:
-            raise ValueError(f"category {category!r}: no results for {missing}")
-        ref = list(by_strategy[reference])
+        ref = list(_aligned(category, by_strategy, reference, baselines))
         if not ref:
             continue
         per_cat[category] = {}
