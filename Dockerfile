@@ -23,8 +23,8 @@ COPY benchmarks ./benchmarks
 # httpx, openai). Install vseam without dependencies so pip never replaces the image's torch/vLLM; the offline
 # calibration extras (segment-anything, diffusers, ...) are not needed to serve.
 RUN pip install --no-cache-dir --no-deps . \
- && python3 -c "import importlib.metadata as m; assert any(e.value == 'patches.plugin:register' for e in m.entry_points(group='vllm.general_plugins'))" \
- && python3 -c "import serve.cli, serve.middleware, patches.head_scaling, head_profiles"
+ && python3 -c "import importlib.metadata as m; assert any(e.value == 'vseam.patches.plugin:register' for e in m.entry_points(group='vllm.general_plugins'))" \
+ && python3 -c "import vseam.serve.cli, vseam.serve.middleware, vseam.patches.head_scaling, vseam.head_profiles"
 
 EXPOSE 8000
 ENTRYPOINT ["vseam", "serve"]

@@ -1,4 +1,4 @@
-"""The yes/no part of the task interface (see `benchmarks.task`), shared by the binary tasks `gqa` and `pope`.
+"""The yes/no part of the task interface (see `vseam.benchmarks.task`), shared by the binary tasks `gqa` and `pope`.
 
 A binary task re-exports these four functions: the family's Table-8 yes/no prompt, its two answer words as the
 `--constrain` choices, `answers.parse_yes_no` as the parser, and exact match with the gold yes/no.
@@ -6,8 +6,8 @@ A binary task re-exports these four functions: the family's Table-8 yes/no promp
 
 from __future__ import annotations
 
-from benchmarks.answers import parse_yes_no
-from benchmarks.task import Prompt
+from vseam.benchmarks.answers import parse_yes_no
+from vseam.benchmarks.task import Prompt
 
 
 def prompt(family, record) -> Prompt:

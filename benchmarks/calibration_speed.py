@@ -1,6 +1,6 @@
 """Head-attribution speed: naive loop vs fast exact engine vs AtP screen, same model, same inputs, one run.
 
-    .venv/bin/python -m benchmarks.calibration_speed [--model DIR] [--source shapes|random|triples] [--inputs N]
+    .venv/bin/python -m vseam.benchmarks.calibration_speed [--model DIR] [--source shapes|random|triples] [--inputs N]
 
 Without --model it uses the toy model organism (`vseam/organism/weights`) if present, else builds a random tiny
 LLaVA (8 layers x 8 heads, hidden 256) in a temp dir. Inputs (`--source`): --triples FILE, the shapes world
@@ -44,7 +44,7 @@ QUESTIONS = [
 def default_model(tmp: pathlib.Path) -> tuple[pathlib.Path, str]:
     if (ORGANISM / "config.json").exists():
         return ORGANISM, "toy model organism"
-    from vseam.toy_checkpoints import ToySpec, build
+    from vseam.core.toy_checkpoints import ToySpec, build
 
     out = tmp / "tiny-llava-8x8"
     build("llava", out, seed=0, spec=ToySpec(text_layers=8, text_heads=8, text_kv_heads=8, text_hidden=256,
@@ -70,7 +70,7 @@ def shapes_inputs(n: int, tmp: pathlib.Path):
     inputs split into D_correct / D_incorrect by the model's own predictions, as in attribution)."""
     from PIL import Image
 
-    from calibrate.datasets.shapes import exact_pair, load_shapes
+    from vseam.calibrate.datasets.shapes import exact_pair, load_shapes
 
     images, questions, answers = [], [], []
     for record in load_shapes("calib", limit=(n + 1) // 2, images=tmp / "shapes"):
@@ -86,7 +86,7 @@ def shapes_inputs(n: int, tmp: pathlib.Path):
 def triple_inputs(path: str, n: int):
     from PIL import Image
 
-    from calibrate.records import Triple, read_jsonl
+    from vseam.calibrate.records import Triple, read_jsonl
 
     images, questions, answers = [], [], []
     for t in read_jsonl(path, Triple):
@@ -146,9 +146,9 @@ def main(argv=None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from calibrate.attribution import HeadAttributor, top_heads
-    from calibrate.profiles import aggregate
-    from vseam.engine import HeadEngine
+    from vseam.calibrate.attribution import HeadAttributor, top_heads
+    from vseam.calibrate.profiles import aggregate
+    from vseam.core.engine import HeadEngine
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:

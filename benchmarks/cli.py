@@ -7,19 +7,19 @@ import os
 import pathlib
 import sys
 
-from vseam.errors import UserError
+from vseam.core.errors import UserError
 
 
 def _arms(args) -> tuple[list, str | None, list[str] | None]:
     """The compared arms, the reference label and the covered levels from --strategies/--profile/--reference."""
-    from benchmarks.run import arms_for
+    from vseam.benchmarks.run import arms_for
 
     return arms_for(args.strategies or [], args.profile, args.reference)
 
 
 def cmd_eval(args) -> int:
-    from benchmarks.client import Endpoint
-    from benchmarks.run import EvalConfig, detect_family, evaluate, load_records
+    from vseam.benchmarks.client import Endpoint
+    from vseam.benchmarks.run import EvalConfig, detect_family, evaluate, load_records
 
     endpoint = Endpoint(base_url=args.base_url, model=args.model, api_key=args.api_key, profile_via=args.profile_via)
     arms, reference, levels = _arms(args)
@@ -32,11 +32,11 @@ def cmd_eval(args) -> int:
         progress=False if args.no_progress else None, check_server=not args.skip_check, refresh=args.refresh,
     )
     subtypes = getattr(args, "subtypes", None)
-    from calibrate.cli import dataset_options
+    from vseam.calibrate.config import loader_options
 
     options = {"scene_graphs": getattr(args, "scene_graphs", None),
                "subtypes": [t.strip() for t in subtypes.split(",") if t.strip()] if subtypes else None}
-    options |= dataset_options(argparse.Namespace(dataset_option=args.dataset_option))
+    options |= loader_options(args.dataset_option)
     records, excluded, skipped = load_records(args.task, args.data, args.images, limit=args.limit, seed=args.seed,
                                               dataset=getattr(args, "dataset", None), **options)
     for reason, info in skipped.items():
@@ -62,7 +62,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_strategies(args) -> int:
-    from benchmarks.strategies import read_manifest, write_strategies
+    from vseam.benchmarks.strategies import read_manifest, write_strategies
 
     try:
         path = write_strategies(args.profile, args.out, seed=args.seed, random_count=args.random_count)
@@ -76,7 +76,7 @@ def cmd_strategies(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from benchmarks.run import TASKS
+    from vseam.benchmarks.run import TASKS
 
     p = sub.add_parser("eval", help="evaluate served head profiles through the OpenAI API (POPE, COCO-QA, GQA)")
     ps = p.add_subparsers(dest="eval_cmd", required=True)

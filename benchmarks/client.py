@@ -23,8 +23,8 @@ import sys
 import time
 from typing import Iterable, Sequence
 
-from benchmarks.task import Prompt
-from vseam.errors import UserError
+from vseam.benchmarks.task import Prompt
+from vseam.core.errors import UserError
 
 NONE_PROFILE = "none"
 

@@ -8,8 +8,8 @@ prediction and gold answer. Metrics: accuracy per type, over all kept items (mic
 
 from __future__ import annotations
 
-from benchmarks.answers import normalize_short_answer
-from benchmarks.task import Answer, Prompt, accuracy_block, by_category, mean_or_none
+from vseam.benchmarks.answers import normalize_short_answer
+from vseam.benchmarks.task import Answer, Prompt, accuracy_block, by_category, mean_or_none
 
 NAME = "cocoqa"
 DATASET = "cocoqa"

@@ -2,7 +2,7 @@
 
 attribute: color, material · object: animal, vehicle, indoor · relation: spatial, action.
 
-Prompt, parse, choices, scoring: the yes/no ones of `benchmarks.binary`. Metrics:
+Prompt, parse, choices, scoring: the yes/no ones of `vseam.benchmarks.binary`. Metrics:
 
 * per subtype: accuracy (an unparsed reply counts as wrong; see `task.accuracy_block`)
 * per level: accuracy over the level's items (`accuracy`, micro) and the mean of its subtypes' accuracies
@@ -12,9 +12,9 @@ Prompt, parse, choices, scoring: the yes/no ones of `benchmarks.binary`. Metrics
 
 from __future__ import annotations
 
-from head_profiles import LEVELS, SUBTYPE_LEVEL, SUBTYPES
-from benchmarks.binary import choices, is_correct, parse, prompt  # noqa: F401  (the task interface)
-from benchmarks.task import Answer, accuracy_block, by_category, mean_or_none
+from vseam.core.vocab import SEMANTIC_LEVELS, SUBTYPE_LEVEL, SUBTYPES
+from vseam.benchmarks.binary import choices, is_correct, parse, prompt  # noqa: F401  (the task interface)
+from vseam.benchmarks.task import Answer, accuracy_block, by_category, mean_or_none
 
 NAME = "gqa"
 DATASET = "gqa"
@@ -22,7 +22,6 @@ DATASET = "gqa"
 DATASETS = ("gqa", "shapes")
 ALL, AVG = "all", "avg"
 MAX_TOKENS = 8
-SEMANTIC_LEVELS = tuple(lv for lv in LEVELS if lv != "all")
 
 
 def select(records):

@@ -1,6 +1,6 @@
 """POPE: binary object-presence questions in three splits (random / popular / adversarial).
 
-Prompt, parse, choices, scoring: the yes/no ones of `benchmarks.binary`. Metrics per split and over all splits,
+Prompt, parse, choices, scoring: the yes/no ones of `vseam.benchmarks.binary`. Metrics per split and over all splits,
 with "yes" as the positive class:
 
 * accuracy = (TP + TN) / n — an unparsed reply counts as wrong (also reported: `unparsed`, `accuracy_answered`)
@@ -10,9 +10,9 @@ with "yes" as the positive class:
 
 from __future__ import annotations
 
-from benchmarks.answers import YES
-from benchmarks.binary import choices, is_correct, parse, prompt  # noqa: F401  (the task interface)
-from benchmarks.task import Answer, accuracy_block, by_category
+from vseam.benchmarks.answers import YES
+from vseam.benchmarks.binary import choices, is_correct, parse, prompt  # noqa: F401  (the task interface)
+from vseam.benchmarks.task import Answer, accuracy_block, by_category
 
 NAME = "pope"
 DATASET = "pope"

@@ -6,7 +6,7 @@ import json
 import math
 import pathlib
 
-from benchmarks.stats import stars
+from vseam.benchmarks.stats import stars
 
 JSON_FILE, MARKDOWN_FILE, CHART_FILE = "report.json", "report.md", "report.png"
 

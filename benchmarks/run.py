@@ -15,10 +15,11 @@ import json
 import pathlib
 from typing import Sequence
 
-from benchmarks import cocoqa, gqa, pope
-from benchmarks.client import Endpoint, Request, ResponseCache, Sampling, ask_all, check_server
-from benchmarks.task import Answer, score
-from vseam.errors import UserError
+from vseam.benchmarks import cocoqa, gqa, pope
+from vseam.benchmarks.client import Endpoint, Request, ResponseCache, Sampling, ask_all, check_server
+from vseam.benchmarks.task import Answer, score
+from vseam.core.errors import UserError
+from vseam.core.vocab import SEMANTIC_LEVELS
 
 TASKS = {m.NAME: m for m in (pope, cocoqa, gqa)}
 CACHE_FILE = "responses.jsonl"
@@ -98,7 +99,7 @@ def arms_for(strategies: Sequence[str] = (), profiles: Sequence[str] | None = No
     profiles:   further single profiles to compare (default: only `none` when no strategies are given)
     reference:  the label tested against all others (default: `rescaling` when strategies are given)
     """
-    from benchmarks.strategies import RESCALING, read_manifest
+    from vseam.benchmarks.strategies import RESCALING, read_manifest
 
     arms: list[Arm] = []
     levels = None
@@ -113,7 +114,7 @@ def arms_for(strategies: Sequence[str] = (), profiles: Sequence[str] | None = No
         manifests = {}
         for spec in per_level:
             level, path = spec.split("=", 1)
-            if level not in ("attribute", "object", "relation"):
+            if level not in SEMANTIC_LEVELS:
                 raise UserError(f"--strategies {spec}: level must be attribute, object or relation")
             if level in manifests:
                 raise UserError(f"--strategies: level {level} given twice")
@@ -145,14 +146,14 @@ def task_module(name: str):
 
 def load_records(task: str, data: Sequence[str], images: str | None, limit: int | None = None, seed: int = 0,
                  dataset: str | None = None, **options):
-    """Records of `task` from the dataset files or directories (via `calibrate.datasets`).
+    """Records of `task` from the dataset files or directories (via `vseam.calibrate.datasets`).
 
     Returns (records, excluded, skipped): what the task evaluates, what the task leaves out by reason (e.g. COCO-QA's
     number type), and what the loader could not use by reason (malformed entries, missing images).
     `limit` applies to the union of all `data` paths (seeded, stratified by subtype); `options` go to the loader.
     `dataset` reads another registered dataset of the same shape (GQA's seven subtypes from the `shapes` world).
     """
-    from calibrate.datasets import LoadResult, load_dataset, select_records
+    from vseam.calibrate.datasets import LoadResult, load_dataset, select_records
 
     mod = task_module(task)
     if not data:
@@ -174,13 +175,13 @@ def load_records(task: str, data: Sequence[str], images: str | None, limit: int 
 
 def detect_family(endpoint: Endpoint, name: str = "auto"):
     """The model family: given by name, else from the server (`/v1/head_profiles` fingerprint, `/v1/models` root)."""
-    from vseam.families import FAMILIES, family_for, read_config
+    from vseam.core.families import FAMILIES, family_for, read_config
 
     if name != "auto":
         if name not in FAMILIES:
             raise UserError(f"--family {name}: unknown; known: {', '.join(FAMILIES)}")
         return FAMILIES[name]
-    from benchmarks.client import served_models, served_profiles
+    from vseam.benchmarks.client import served_models, served_profiles
 
     for prof in (served_profiles(endpoint) or {"data": []})["data"]:
         arch = (prof.get("fingerprint") or {}).get("architecture")
@@ -213,8 +214,8 @@ def build_requests(mod, family, records, arms: Sequence[Arm]) -> list[Request]:
 
 def evaluate(cfg: EvalConfig, records, family, data_info: dict | None = None) -> dict:
     """Ask, score, test and write the report; returns the report dict (also written as report.json)."""
-    from benchmarks import report as report_mod
-    from benchmarks.stats import bootstrap, paired_tests
+    from vseam.benchmarks import report as report_mod
+    from vseam.benchmarks.stats import bootstrap, paired_tests
 
     mod = task_module(cfg.task)
     if not records:
@@ -261,7 +262,7 @@ def evaluate(cfg: EvalConfig, records, family, data_info: dict | None = None) ->
     unique = [o for o in outcomes if not o.shared]
     failed = [o for o in unique if o.error]
     from vseam import __version__
-    from head_profiles import now_iso
+    from vseam.head_profiles import now_iso
 
     report = {
         "task": cfg.task,

@@ -1,6 +1,6 @@
 """Serving overhead of head profiles: plain vLLM vs static (--fold) vs per-request (mixed profiles), one run.
 
-    .venv/bin/python -m benchmarks.serving_overhead [--model DIR] [--rounds 12] [--requests 48] [--concurrency 32]
+    .venv/bin/python -m vseam.benchmarks.serving_overhead [--model DIR] [--rounds 12] [--requests 48] [--concurrency 32]
                                                      [--max-tokens 32] [--layers 12 --hidden 768 --heads 24]
 
 Without --model it builds a random tiny LLaVA with a larger language model (default 12 layers x 24 heads, hidden
@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 
-from serve.launch import cpu_flags, launch
+from vseam.serve.launch import cpu_flags, launch
 
 QUESTIONS = ["Is the cat red?", "Is the dog to the left of the car?", "Is there a bird in this picture?",
              "Is the table made of wood?", "Is the man riding the horse?", "What color is the bus?"]
@@ -43,7 +43,7 @@ FLAGS = [*cpu_flags(kv_cache_mib=512), "--host", "127.0.0.1"]
 
 
 def build_model(out: pathlib.Path, layers: int, hidden: int, heads: int) -> pathlib.Path:
-    from vseam.toy_checkpoints import ToySpec, build
+    from vseam.core.toy_checkpoints import ToySpec, build
 
     spec = ToySpec(text_layers=layers, text_hidden=hidden, text_heads=heads, text_kv_heads=heads,
                    text_intermediate=(hidden * 8 // 3 + 63) // 64 * 64, model_id="vseam/bench-llava")
@@ -52,8 +52,8 @@ def build_model(out: pathlib.Path, layers: int, hidden: int, heads: int) -> path
 
 
 def write_profiles(model: pathlib.Path, out: pathlib.Path) -> dict[str, pathlib.Path]:
-    from head_profiles import Head, HeadProfile, Provenance, Scope, now_iso
-    from vseam.families import fingerprint_of
+    from vseam.head_profiles import Head, HeadProfile, Provenance, Scope
+    from vseam.core.families import fingerprint_of
 
     fp = fingerprint_of(model)
     rng = random.Random(1)
@@ -64,7 +64,7 @@ def write_profiles(model: pathlib.Path, out: pathlib.Path) -> dict[str, pathlib.
             name=name, fingerprint=fp, scope=Scope(level=level), k=8,
             positive=[Head(layer=l, head=h, lam=0.8) for l, h in cells[:8]],
             negative=[Head(layer=l, head=h, lam=1.0) for l, h in cells[8:]],
-            provenance=Provenance(method="benchmark", tool_version="bench", created=now_iso()),
+            provenance=Provenance.new("benchmark"),
         )
         paths[name] = profile.save(out / f"{name}.json")
     return paths
@@ -85,7 +85,7 @@ def make_requests(model: str, n: int, max_tokens: int, profiles: list[str] | Non
     import numpy as np
     from PIL import Image
 
-    from vseam.families import FAMILIES
+    from vseam.core.families import FAMILIES
 
     fam = FAMILIES["llava"]
     rng = random.Random(seed)
@@ -145,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     common = [*FLAGS, *args.vllm_arg]
     argvs = {
         "plain": [py, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), *common],
-        "static": [py, "-m", "serve.cli", str(model), "--head-profile", str(profiles[names[0]]), "--fold", *common],
-        "per-request": [py, "-m", "serve.cli", str(model), *[a for p in profiles.values()
+        "static": [py, "-m", "vseam.serve.cli", str(model), "--head-profile", str(profiles[names[0]]), "--fold", *common],
+        "per-request": [py, "-m", "vseam.serve.cli", str(model), *[a for p in profiles.values()
                                                               for a in ("--head-profile", str(p))], *common],
     }
     if not args.no_control:

@@ -24,7 +24,7 @@ import pathlib
 
 import numpy as np
 
-from head_profiles import Head, HeadProfile, Provenance, load_profile, now_iso
+from vseam.head_profiles import Head, HeadProfile, Provenance, load_profile
 
 ORIGINAL, WO_NEGATIVE, WO_POSITIVE, RANDOM_REMOVE, RESCALING = (
     "original", "w/o negative", "w/o positive", "random remove", "rescaling")
@@ -46,16 +46,9 @@ def _derived(base: HeadProfile, suffix: str, negative: list[Head], note: str) ->
         k=len(negative),
         positive=[],
         negative=negative,
-        provenance=Provenance(
-            method=f"strategy '{suffix}' of profile '{base.name}'",
-            dataset=pv.dataset,
-            n_correct=pv.n_correct,
-            n_incorrect=pv.n_incorrect,
-            fraction=pv.fraction,
-            seed=pv.seed,
-            tool_version=pv.tool_version,
-            created=now_iso(),
-            notes=note,
+        provenance=Provenance.new(
+            f"strategy '{suffix}' of profile '{base.name}'", dataset=pv.dataset, n_correct=pv.n_correct,
+            n_incorrect=pv.n_incorrect, fraction=pv.fraction, seed=pv.seed, tool_version=pv.tool_version, notes=note,
         ),
     )
 
@@ -115,7 +108,7 @@ def write_strategies(source: str | pathlib.Path, out_dir: str | pathlib.Path, se
 
 def read_manifest(path: str | pathlib.Path) -> dict[str, str]:
     """strategy → profile name from a manifest written by `write_strategies` (a directory means its manifest)."""
-    from vseam.errors import UserError
+    from vseam.core.errors import UserError
 
     path = pathlib.Path(path)
     if path.is_dir():

@@ -2,7 +2,7 @@
 
 A task module defines:
 
-* ``NAME`` and ``DATASET`` (the `calibrate.datasets` loader it reads),
+* ``NAME`` and ``DATASET`` (the `vseam.calibrate.datasets` loader it reads),
 * ``select(records) -> (kept, excluded_counts)`` — which loaded records the task evaluates,
 * ``category(record) -> str`` — the group a record is reported (and bootstrapped) under,
 * ``prompt(family, record) -> Prompt`` — the Table-8 prompt for the model family,

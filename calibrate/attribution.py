@@ -1,7 +1,7 @@
 """Head attribution (paper Eq 5-7): the effect on P(correct answer) of mean-ablating each attention head.
 
 For an input (question x, image z, correct answer y), head h of layer l is masked by replacing its output at
-`HEAD_OUT` with the mean of the layer's other heads (Eq 5, `vseam.hooks.mean_of_other_heads`), and
+`HEAD_OUT` with the mean of the layer's other heads (Eq 5, `vseam.core.hooks.mean_of_other_heads`), and
 
     Δp_h^l = p(y | x, z; Ã_h^l) − p(y | x, z)                                            (Eq 6)
 
@@ -11,29 +11,37 @@ Three ways to get Δp for every head, all returning arrays shaped [inputs, layer
 * `exact`  — the same numbers, fast: one recorded forward per batch of inputs, then for each layer l the H
              ablations of that layer (for every input) go as one batch through layers l..L-1 only, starting from
              the recorded head outputs of layer l (its attention is not recomputed) and evaluating the last layer
-             and the LM head at the answer position alone (`calibrate.replay`).
+             and the LM head at the answer position alone (`vseam.calibrate.replay`).
 * `atp`    — attribution patching: one forward + one backward give ∂p/∂A_h^l at every position; the first-order
              estimate of Δp is Σ_t <Ã_h^l(t) − A_h^l(t), ∂p/∂A_h^l(t)>. `exact(..., heads=...)` re-scores chosen
              candidates exactly (`--refine N`).
 
 y is a yes/no answer word; its token is the family's answer token. The prediction on an input is the larger of
 P(yes) and P(no), which decides whether the input belongs to D_correct or D_incorrect (Eq 7, see
-`calibrate.profiles`).
+`vseam.calibrate.profiles`).
+
+`attribute_units` runs a method over a calibration run's inputs in fixed chunks and records one row per input in
+the run directory (`deltas_from_logs` reads them back), so a killed run resumes with the same batches.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from calibrate.replay import Recording, Replayer
-from vseam.engine import HeadEdits, HeadEngine, apply_head_edits
-from vseam.hooks import mean_of_other_heads, split_heads
+from vseam.calibrate.records import load_image
+from vseam.calibrate.replay import Recording, Replayer
+from vseam.core.engine import HeadEdits, HeadEngine, apply_head_edits
+from vseam.core.hooks import mean_of_other_heads, split_heads
+
+if TYPE_CHECKING:
+    from vseam.calibrate.inputs import Unit
+    from vseam.calibrate.rundir import DoneLog
 
 METHODS = ("naive", "exact", "atp")
 
@@ -164,7 +172,7 @@ class HeadAttributor:
                     mask[r, l, h] = True
                 rows = torch.tensor([b for b, _ in chunk], dtype=torch.long)
                 edits = HeadEdits(mean_ablate=mask)
-                if rec.head_out is not None and self.replayer.fast:  # start inside layer l (see calibrate.replay)
+                if rec.head_out is not None and self.replayer.fast:  # start inside layer l (see vseam.calibrate.replay)
                     a = apply_head_edits(rec.head_out[l].index_select(0, rows), l, edits, self.H)
                     logits = self.replayer.resume_from_head_out(rec, l, rows, a)
                 else:
@@ -255,3 +263,80 @@ def top_heads(scores: np.ndarray, n: int, sign: float = 1.0) -> list[tuple[int, 
     s = np.where(np.isfinite(scores), sign * scores, -np.inf)
     order = sorted(((-s[l, h], l, h) for l in range(s.shape[0]) for h in range(s.shape[1])))
     return [(l, h) for v, l, h in order[:n] if np.isfinite(v)]
+
+
+# ---- a calibration run's inputs ----------------------------------------------------------------------------------
+
+
+def _progress(total: int, desc: str, unit: str = "question"):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=True)
+
+
+def attribute_units(
+    attributor: HeadAttributor, units: Sequence[Unit], log: DoneLog, method: str, batch: int, desc: str,
+    heads: Sequence[tuple[int, int]] | None = None,
+) -> None:
+    """Score every input of every unit with `method` into `log` (heads: exact re-scoring of candidates only).
+
+    Units go in fixed chunks of `batch`; a chunk already logged is skipped, one cut short by a kill is recomputed
+    whole (same batch) and only its new rows are logged."""
+    bar = _progress(len(units), desc)
+    for start in range(0, len(units), batch):
+        chunk = units[start : start + batch]
+        inputs = [inp for unit in chunk for inp in unit]
+        if all(inp.key in log for inp in inputs):
+            bar.update(len(chunk))
+            continue
+        images = [load_image(inp.image, f"input {inp.key}") for inp in inputs]
+        questions, answers = [i.question for i in inputs], [i.answer for i in inputs]
+        if heads is not None:
+            base, delta = attributor.exact(images, questions, answers, heads=heads)
+        else:
+            base, delta = attributor.score(method, images, questions, answers)
+        for i, inp in enumerate(inputs):
+            if inp.key in log:
+                continue
+            item = {"key": inp.key, "question": inp.question_key, "role": inp.role, "subtype": inp.subtype,
+                    "answer": inp.answer, "p": float(base.p[i]), "pred": base.preds[i], "correct": bool(base.correct[i])}
+            if heads is None:
+                item["delta"] = delta[i].tolist()
+            else:
+                item["heads"] = [[l, h, float(delta[i, l, h])] for l, h in heads]
+            log.append(item)
+        bar.update(len(chunk))
+    bar.close()
+
+
+def deltas_from_logs(units: Sequence[Unit], logs: Sequence[DoneLog], shape) -> dict[str, tuple[bool, np.ndarray]]:
+    """key -> (correct, Δp [L, H]) with refined entries (a second, refine log) replacing the screen's values."""
+    screen = logs[0]
+    refine = logs[1] if len(logs) > 1 else None
+    out = {}
+    for unit in units:
+        for inp in unit:
+            item = screen.get(inp.key)
+            if item is None:
+                raise RuntimeError(f"no attribution result for {inp.key} in {screen.path}")
+            d = np.asarray(item["delta"], dtype=np.float64).reshape(shape)
+            if refine is not None:
+                r = refine.get(inp.key)
+                if r is None:
+                    raise RuntimeError(f"no refined result for {inp.key} in {refine.path}")
+                for l, h, v in r["heads"]:
+                    d[int(l), int(h)] = v
+            out[inp.key] = (bool(item["correct"]), d)
+    return out
+
+
+def candidates_from_screen(scores: dict, n: int) -> list[tuple[int, int]]:
+    """Union over groups of the top-n heads by −c_correct and by c_incorrect (AtP estimates), sorted."""
+    chosen: set[tuple[int, int]] = set()
+    for s, _ in scores.values():
+        if s.n_correct:
+            chosen.update(top_heads(s.c_correct, n, sign=-1.0))
+        if s.n_incorrect:
+            chosen.update(top_heads(s.c_incorrect, n, sign=1.0))
+    return sorted(chosen)
+

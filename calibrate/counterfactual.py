@@ -4,7 +4,7 @@ a relation) to say what a local edit of the image should change.
 Two rewriters with the same interface, `rewriter(record) -> Counterfactual`:
 
 * `RuleRewriter` (offline default): finds the unit in the question with the GQA vocabularies of
-  `calibrate.datasets.vocab` and swaps it (color -> another color, material -> another material, object -> another
+  `vseam.calibrate.datasets.vocab` and swaps it (color -> another color, material -> another material, object -> another
   object of the same category, left <-> right, above <-> below, an action -> another action ...).
 * `LLMRewriter`: any OpenAI-compatible chat endpoint, prompted with few-shot examples per semantic level in the
   style of the paper's Table 7 (instruction, worked examples with question / answer / full answer, then the item).
@@ -33,7 +33,7 @@ import pathlib
 import re
 from typing import Protocol
 
-from calibrate.datasets.vocab import (
+from vseam.calibrate.datasets.vocab import (
     ACTION_SUBSTITUTES,
     CATEGORIES,
     COLORS,
@@ -46,8 +46,8 @@ from calibrate.datasets.vocab import (
     find_word,
     singular,
 )
-from calibrate.records import VQARecord
-from head_profiles import SUBTYPE_LEVEL
+from vseam.calibrate.records import VQARecord
+from vseam.core.vocab import SUBTYPE_LEVEL
 
 
 class CounterfactualError(ValueError):
@@ -341,7 +341,7 @@ class LLMRewriter:
     ):
         from openai import OpenAI
 
-        from calibrate.rundir import DoneLog
+        from vseam.calibrate.rundir import DoneLog
 
         self.model = model
         self.name = f"llm:{model}"

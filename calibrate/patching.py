@@ -10,13 +10,16 @@ is the change of the answer token's logit. "att" is the attention block's output
 residual add) and "mlp" the MLP block's output. The position sets ("rows") are: all image-token positions at
 once (`[image]`, the tokens an image edit corrupts), then each text position after the image, one at a time (the
 question tokens of Fig 4, up to the answer position). All rows of one (τ, l) go through layers l..L-1 as one
-batch, resumed from the edited run's recorded layer input (`calibrate.replay`).
+batch, resumed from the edited run's recorded layer input (`vseam.calibrate.replay`).
 
 Eq 3, s(τ, l), averages Δℓ over triples. Prompts differ in length only in the question, so text rows are aligned
 on their offset from the answer position (the instruction suffix is the same for every triple).
 
 The logit lens projects each module's output at the answer position of the clean run through the final norm and
 the LM head and keeps the top tokens.
+
+`patch_triples` runs the patcher over a calibration run's Eq-4 triples (one logged row per triple, resumable) and
+writes the arrays, heatmaps and logit-lens files per profile group.
 """
 
 from __future__ import annotations
@@ -24,14 +27,18 @@ from __future__ import annotations
 import collections
 import dataclasses
 import pathlib
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from calibrate.replay import Replayer
-from vseam.engine import HeadEngine
+from vseam.calibrate.records import Triple, load_image
+from vseam.calibrate.replay import Replayer
+from vseam.core.engine import HeadEngine
+
+if TYPE_CHECKING:
+    from vseam.calibrate.rundir import RunDir
 
 MODULES = ("att", "mlp")
 IMAGE_ROW = "[image]"
@@ -326,3 +333,46 @@ def peaks(summary: PatchSummary) -> dict[str, Any]:
         l, r = np.unravel_index(int(np.argmax(flat)), flat.shape)
         out[kind] = {"layer": int(l), "row": summary.rows[r], "mean_delta_logit": float(summary.s[k, l, r])}
     return out
+
+
+# ---- a calibration run's triples ---------------------------------------------------------------------------------
+
+
+def patch_triples(patcher: ActivationPatcher, triples: Sequence[Triple], run: RunDir, limit: int, per_subtype: bool
+                  ) -> dict[str, PatchSummary]:
+    """Patch the first `limit` triples (logged per triple in `patching.jsonl`); group summaries, arrays, heatmaps
+    (`patching/<group>.npz|png`) and the logit lens (`logit_lens.tsv`, `lens_<n>.png`)."""
+    from tqdm import tqdm
+
+    from vseam.calibrate.inputs import question_key
+    from vseam.calibrate.profiles import group_order, groups_of
+
+    chosen = list(triples)[:limit]
+    if not chosen:
+        return {}
+    log = run.log("patching", key="key")
+    for t in tqdm(chosen, desc="activation patching", unit="triple", dynamic_ncols=True):
+        key = question_key(t.record)
+        if key not in log:
+            clean = load_image(t.pair.clean_image, f"triple {key} (clean)")
+            edited = load_image(t.pair.edited_image, f"triple {key} (edited)")
+            res = patcher.patch(clean, edited, t.record.question, t.record.answer)
+            log.append({"key": key, "subtype": t.record.subtype, **res.to_json()})
+    results = [(question_key(t.record), PatchResult.from_json(log.get(question_key(t.record)))) for t in chosen]
+    by_group: dict[str, list] = {}
+    for t, (key, res) in zip(chosen, results):
+        for g in groups_of(t.record.subtype, per_subtype):
+            by_group.setdefault(g, []).append((key, res))
+    out = {}
+    for g in group_order(by_group):
+        items = by_group[g]
+        summary = summarise([r for _, r in items])
+        slug = g.replace("/", "-")
+        save_arrays(summary, run.sub("patching", f"{slug}.npz"), keys=[k for k, _ in items])
+        heatmap(summary, run.sub("patching", f"{slug}.png"), title=f"activation patching: {g} ({summary.n} triples)")
+        out[g] = summary
+    write_lens_table(results, run.sub("patching", "logit_lens.tsv"))
+    for i, (key, res) in enumerate(results[:3]):
+        lens_figure(res, run.sub("patching", f"lens_{i}.png"), title=f"logit lens, {key}")
+    return out
+

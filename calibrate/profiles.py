@@ -1,7 +1,7 @@
 """From per-input head effects to head profiles (paper Eq 7-9).
 
 * Eq 7: c_correct(h, l) and c_incorrect(h, l) are the mean Δp over the inputs the model answers correctly and
-  incorrectly. Which inputs those are is decided by the caller (`calibrate.inputs`: by default every calibration
+  incorrectly. Which inputs those are is decided by the caller (`vseam.calibrate.inputs`: by default every calibration
   question on its clean image, split by the unedited model's answer, as in the authors' code). `aggregate="gain"`
   is the released script's variant: only probability drops count on D_correct and only gains on D_incorrect
   (means of min(0, Δp) and max(0, Δp)); the default "mean" is the paper's signed mean.
@@ -12,19 +12,30 @@
 * Eq 8-9: the score c is |c_correct| (positive) or |c_incorrect| (negative), min-max normalised separately within
   each set to λ ∈ [0, 1]. When all scores of a set are equal (including a set of one head) every head gets λ = 1:
   each is then as important as the most important one.
+
+A calibration run writes one profile per group of questions (`groups_of`: its semantic level, optionally its
+subtype, and `all`) into its run directory (`write_profiles`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Sequence
+import pathlib
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from head_profiles import Fingerprint, HeadProfile, Provenance, Scope
-from head_profiles.model import Head
+from vseam.core.defaults import DEFAULT_K
+from vseam.core.errors import UserError
+from vseam.core.vocab import ALL, SEMANTIC_LEVELS, SUBTYPE_LEVEL
+from vseam.head_profiles import Fingerprint, HeadProfile, Provenance, Scope, Selection
+from vseam.head_profiles.model import Head
 
-DEFAULT_K = 10
+if TYPE_CHECKING:
+    from vseam.calibrate.config import Stage2Config
+    from vseam.calibrate.inputs import Unit
+    from vseam.calibrate.rundir import RunDir
+    from vseam.calibrate.strength import GridResult
 
 
 class EmptyProfileError(ValueError):
@@ -157,3 +168,99 @@ def build_profile(
         negative=[Head(layer=s.layer, head=s.head, lam=s.lam, score=s.c) for s in negative],
         provenance=pv,
     )
+
+
+# ---- groups of questions -----------------------------------------------------------------------------------------
+
+
+def groups_of(subtype: str | None, per_subtype: bool) -> list[str]:
+    """The profile groups a question counts in: its level, optionally its subtype, and `all`."""
+    out = []
+    level = SUBTYPE_LEVEL.get(subtype or "")
+    if level:
+        out.append(level)
+        if per_subtype:
+            out.append(f"{level}/{subtype}")
+    out.append(ALL)
+    return out
+
+
+def group_order(groups) -> list[str]:
+    """Levels first (paper order), then per-subtype groups, then `all`."""
+    groups = set(groups)
+    return [g for g in SEMANTIC_LEVELS if g in groups] + sorted(g for g in groups if "/" in g) + (
+        [ALL] if ALL in groups else [])
+
+
+def group_scores(units: Sequence[Unit], deltas: dict, shape, per_subtype: bool, aggregate_mode: str = "mean"
+                 ) -> dict[str, tuple[HeadScores, list[str]]]:
+    """group -> (Eq-7 scores, subtypes) over the inputs of the group's questions; deltas: key -> (correct, Δp)."""
+    members: dict[str, list] = {}
+    subtypes: dict[str, set] = {}
+    for unit in units:
+        subtype = unit[0].subtype
+        for g in groups_of(subtype, per_subtype):
+            for inp in unit:
+                members.setdefault(g, []).append(deltas[inp.key])
+            if subtype:
+                subtypes.setdefault(g, set()).add(subtype)
+    return {g: (aggregate(members[g], shape, aggregate_mode), sorted(subtypes.get(g, set())))
+            for g in group_order(members)}
+
+
+# ---- writing a run's profiles ------------------------------------------------------------------------------------
+
+
+def profile_name(cfg: Stage2Config, group: str) -> str:
+    return f"{cfg.name_prefix}-{group.replace('/', '-')}"
+
+
+def run_provenance(run: RunDir, cfg: Stage2Config, method_label: str, dataset: str) -> Provenance:
+    """How a calibration run's profiles were made (creation time pinned to the run's, so a resume is identical)."""
+    from vseam.calibrate.inputs import SPLIT_NOTES
+
+    return Provenance.new(method_label, dataset=dataset, fraction=cfg.fraction, seed=cfg.seed, created=run.created,
+                          notes=SPLIT_NOTES[cfg.attribute_on], split=cfg.attribute_on, aggregate=cfg.aggregate)
+
+
+def write_profiles(
+    run: RunDir, scores: dict[str, Any], fingerprint: Fingerprint, cfg: Stage2Config, method_label: str,
+    dataset: str, allowed: np.ndarray | None, say: Callable[[str], None],
+    chosen: dict[str, GridResult] | None = None,
+) -> list[pathlib.Path]:
+    """One profile per group: K = cfg.k at α = 1 (Eq 10), or the held-out choice of `chosen` (`--select-on`),
+    which also writes the fixed-K, α = 1 profile under profiles/paper/."""
+    written, reasons = [], []
+    for stale in sorted(run.path("profiles").rglob("*.json")):  # e.g. from before --restart
+        stale.unlink()
+    pv = run_provenance(run, cfg, method_label, dataset)
+    for group, (s, subtypes) in scores.items():
+        level = group.split("/")[0]
+        name = profile_name(cfg, group)
+        grid = (chosen or {}).get(group)
+        try:
+            if grid is None:
+                profile = build_profile(name, fingerprint, level, subtypes, s, pv, k=cfg.k, allowed=allowed)
+            else:
+                sel = Selection(held_out_fraction=cfg.select_on, held_out_questions=grid.n, k_grid=list(cfg.k_grid),
+                                strength_grid=list(grid.strengths), accuracy_unedited=grid.unedited,
+                                accuracy_chosen=grid.chosen.accuracy)
+                profile = build_profile(name, fingerprint, level, subtypes, s,
+                                        pv.model_copy(update={"selection": sel}), k=grid.chosen.k, allowed=allowed)
+                profile = profile.model_copy(update={"strength": grid.chosen.strength})
+                paper = build_profile(f"{name}-paper", fingerprint, level, subtypes, s, pv, k=cfg.k, allowed=allowed)
+                paper.save(run.sub("profiles", "paper", f"{name}.json"))
+        except EmptyProfileError as e:
+            reasons.append(str(e))
+            say(f"skipped {e}")
+            continue
+        written.append(profile.save(run.sub("profiles", f"{name}.json")))
+        how = "" if grid is None else f"; K={grid.chosen.k}, α={grid.chosen.strength:g} chosen on {grid.n} held-out"
+        say(
+            f"wrote {written[-1]} ({len(profile.positive)} positive, {len(profile.negative)} negative heads; "
+            f"n_correct={s.n_correct}, n_incorrect={s.n_incorrect}{how})"
+        )
+    if not written:
+        raise UserError("no profile written: " + ("; ".join(reasons) or "no attributed inputs"))
+    return written
+

@@ -102,7 +102,7 @@ class VisionFeatures:
     """Global image features from a VLM's own vision encoder (`family.vision_embedding`), for the drift check."""
 
     def __init__(self, model, processor, family=None):
-        from vseam.families import family_for
+        from vseam.core.families import family_for
 
         self.model = model.eval()
         self.processor = processor
@@ -111,7 +111,7 @@ class VisionFeatures:
 
     @classmethod
     def from_pretrained(cls, model_dir: str) -> "VisionFeatures":
-        from vseam.engine import HeadEngine
+        from vseam.core.engine import HeadEngine
 
         return cls.from_engine(HeadEngine.from_pretrained(model_dir))
 

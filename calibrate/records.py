@@ -10,7 +10,7 @@ import dataclasses
 import json
 from typing import Any
 
-from head_profiles import SUBTYPE_LEVEL
+from vseam.core.vocab import SUBTYPE_LEVEL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +36,7 @@ class VQARecord:
 
     answer:   normalised lower-case answer ("yes"/"no" for binary questions; a word/phrase otherwise)
     image:    path of the image file (absolute, or relative to the dataset's images dir when `resolved` is False)
-    subtype:  one of head_profiles.SUBTYPES for the V-SEAM tasks; COCO-QA's type (color/object/location/number)
+    subtype:  one of vseam.core.vocab.SUBTYPES for the V-SEAM tasks; COCO-QA's type (color/object/location/number)
               or POPE's split (random/popular/adversarial) for evaluation sets
     boxes:    the asked-about regions (what the edit may change), in original-image pixels
     scene:    optional scene-graph fragment for the objects involved (GQA-style objects dict)
@@ -139,3 +139,17 @@ def read_jsonl(path, kind=None) -> list:
                 d = json.loads(line)
                 out.append(kind.from_json(d) if kind else d)
     return out
+
+
+def load_image(path: str, what: str = "image"):
+    """The RGB image at `path`; an unreadable file is a user error naming `what` (the item it belongs to)."""
+    from PIL import Image
+
+    from vseam.core.errors import UserError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError) as e:
+        raise UserError(f"{what}: cannot read image {path} ({e})") from None
+

@@ -26,7 +26,7 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from vseam.engine import HeadEngine
+from vseam.core.engine import HeadEngine
 
 
 def take_rows(obj: Any, rows: torch.Tensor, batch: int) -> Any:

@@ -17,9 +17,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from calibrate.records import Box, VQARecord
-from head_profiles import HeadProfile
-from vseam.engine import HeadEngine
+from vseam.calibrate.records import Box, VQARecord
+from vseam.head_profiles import HeadProfile
+from vseam.core.engine import HeadEngine
 
 
 def _size_get(obj: Any, key: str):
@@ -202,10 +202,10 @@ def write_report(
     paths: Sequence[pathlib.Path], patching: dict, overlap: dict, timings: dict, method: str, triples_total: int,
     split: str, aggregate: str, selection: dict | None, min_incorrect: int, triple_counts: dict,
 ) -> pathlib.Path:
-    from calibrate.patching import MODULES, peaks
+    from vseam.calibrate.patching import MODULES, peaks
 
     lines = [
-        f"# Calibration run `{run.path.name}`",
+        f"# Calibration run `{run.root.name}`",
         "",
         f"- model: `{model}`",
         f"- dataset: `{dataset}`; created {run.created}",
@@ -245,11 +245,11 @@ def write_report(
                     cells.append(f"{100 * acc[(k, a)]:.1f}{mark}")
                 lines.append(f"| {k} | " + " | ".join(cells) + " |")
             if res.chosen.strength == 0:
-                lines.append(f"| chosen | α = 0 (the unedited model; no candidate beat it) |")
+                lines.append("| chosen | α = 0 (the unedited model; no candidate beat it) |")
             lines.append("")
     lines += ["", "## Profiles", ""]
     for p, path in zip(profiles, paths):
-        lines += [f"### {p.name} (`{path.relative_to(run.path)}`; K={p.k}, α={p.alpha:g})", "",
+        lines += [f"### {p.name} (`{path.relative_to(run.root)}`; K={p.k}, α={p.alpha:g})", "",
                   "| set | head | λ | c | scale |", "|---|---|---|---|---|"]
         scales = p.scales()
         for set_name in ("positive", "negative"):
@@ -288,7 +288,7 @@ def write_report(
     else:
         lines.append("skipped (--patching 0, or no Eq-4 triple among the attributed questions)")
     lines += ["", "## Timings", ""] + [f"- {k}: {v:.1f}" for k, v in timings.items()] + [""]
-    path = run.path / "report.md"
+    path = run.root / "report.md"
     path.write_text("\n".join(lines))
     doc = {
         "model": model,
@@ -304,10 +304,10 @@ def write_report(
         "groups": {g: {"n_correct": s.n_correct, "n_incorrect": s.n_incorrect, "subtypes": st,
                        "thin_negative_evidence": s.n_incorrect < min_incorrect} for g, (s, st) in scores.items()},
         "selection": {g: r.to_json() for g, r in (selection or {}).items()} or None,
-        "profiles": [str(p.relative_to(run.path)) for p in paths],
+        "profiles": [str(p.relative_to(run.root)) for p in paths],
         "overlap": overlap,
         "patching": patch_json,
         "timings": timings,
     }
-    (run.path / "report.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    (run.root / "report.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     return path

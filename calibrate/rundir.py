@@ -5,62 +5,25 @@ options is refused with a message naming the field, so stale results are never m
 of `DoneLog`s: append-only JSONL files with one row per finished item, keyed by a field (default "id").
 
 Crash safety: every row is appended as one line and fsynced; a line cut short by a kill is ignored on reading and
-cut off before the next append. Files an item produces (images, arrays) should be written with `atomic_write*` (tmp
-file + rename) *before* its row is appended, so a row always points at complete files.
+cut off before the next append. Files an item produces (images, arrays) should be written with
+`vseam.core.files.atomic_write*` (tmp file + rename) *before* its row is appended, so a row always points at
+complete files.
+
+A calibration run also records its creation time (`run.json`): the profiles it writes carry it, so a resumed run
+writes byte-identical profiles.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import functools
 import json
 import os
 import pathlib
-import tempfile
-from typing import Any, Iterator
+from typing import Iterator
 
-from vseam.errors import UserError
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with _ignore_missing():
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def atomic_save_image(path: str | os.PathLike, image) -> None:
-    """Save a PIL image (format from the suffix) atomically."""
-    import io
-
-    path = pathlib.Path(path)
-    buf = io.BytesIO()
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), "PNG")
-    image.save(buf, format=fmt)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-class _ignore_missing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        return exc_type is not None and issubclass(exc_type, FileNotFoundError)
+from vseam.core.errors import UserError
+from vseam.core.files import atomic_write_json
 
 
 def _key_of(row: dict, key: str):
@@ -158,6 +121,7 @@ class RunDir:
     CONFIG = "config.json"
 
     def __init__(self, path: str | os.PathLike, config: dict | None = None, *, restart: bool = False):
+        self.restarted = restart
         self.root = pathlib.Path(path)
         self.root.mkdir(parents=True, exist_ok=True)
         self.config = dict(config or {})
@@ -184,6 +148,27 @@ class RunDir:
     def path(self, *parts: str) -> pathlib.Path:
         return self.root.joinpath(*parts)
 
+    def sub(self, *parts: str) -> pathlib.Path:
+        """`path(*parts)` with its parent folder created."""
+        p = self.path(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @functools.cached_property
+    def created(self) -> str:
+        """When the run was first created (ISO-8601 UTC, kept in run.json; a `restart` makes a new one)."""
+        meta_path = self.path("run.json")
+        meta = None
+        if meta_path.exists() and not self.restarted:
+            try:
+                meta = json.loads(meta_path.read_text())
+            except json.JSONDecodeError as e:
+                raise UserError(f"{meta_path}: not valid JSON ({e.msg}); remove it or use --restart") from None
+        if not meta or "created" not in meta:
+            meta = {"created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()}
+            atomic_write_json(meta_path, meta)
+        return meta["created"]
+
     def log(self, name: str, key: str = "id") -> DoneLog:
         """The done-log `<name>.jsonl` (one object per name, shared by callers)."""
         if name not in self._logs:
@@ -191,11 +176,4 @@ class RunDir:
         return self._logs[name]
 
 
-__all__ = [
-    "DoneLog",
-    "RunDir",
-    "atomic_save_image",
-    "atomic_write_bytes",
-    "atomic_write_json",
-    "atomic_write_text",
-]
+__all__ = ["DoneLog", "RunDir"]

@@ -4,7 +4,7 @@ and wrong on the edited one,
     f(x, z) = y   and   f(x, z~) != y,
 
 with f the model's yes/no answer under the Table-8 binary prompt (the likelier of the two answer tokens), computed
-in batches with the HF reference engine (`vseam.engine.HeadEngine.binary`). Scores are cached in a done-log keyed
+in batches with the HF reference engine (`vseam.core.engine.HeadEngine.binary`). Scores are cached in a done-log keyed
 by the pair's question and image contents, so re-runs only score new or changed pairs.
 """
 
@@ -18,8 +18,8 @@ from typing import Sequence
 
 from PIL import Image
 
-from calibrate.records import EditedPair, Triple
-from calibrate.rundir import DoneLog, RunDir
+from vseam.calibrate.records import EditedPair, Triple
+from vseam.calibrate.rundir import DoneLog, RunDir
 
 
 def predicted(p_yes: float, p_no: float) -> str:
@@ -113,8 +113,10 @@ def select_triples(
     cache: DoneLog | None = None,
     batch_size: int = 8,
     progress: bool = True,
+    eq4_filter: bool = True,
 ) -> tuple[list[Triple], SelectionSummary]:
-    """Eq-4 triples among `pairs` (yes/no questions only), with counts per subtype."""
+    """Eq-4 triples among `pairs` (yes/no questions only), with counts per subtype; without `eq4_filter` (a
+    debugging aid for models that never satisfy Eq 4) every yes/no pair is kept as a triple."""
     skipped: collections.Counter = collections.Counter()
     binary = []
     for p in pairs:
@@ -133,7 +135,7 @@ def select_triples(
         pred_clean = predicted(s["p_yes_clean"], s["p_no_clean"])
         pred_edited = predicted(s["p_yes_edited"], s["p_no_edited"])
         c["clean_correct"] += pred_clean == y
-        if eq4(y, pred_clean, pred_edited):
+        if eq4(y, pred_clean, pred_edited) or not eq4_filter:
             c["kept"] += 1
             triples.append(
                 Triple(
@@ -149,7 +151,7 @@ def select_triples(
 
 def selection_run(out_dir: str | pathlib.Path, model_dir: str | pathlib.Path, *, restart: bool = False) -> RunDir:
     """A run directory for one model's Eq-4 scores (its config pins the model fingerprint)."""
-    from vseam.families import fingerprint_of
+    from vseam.core.families import fingerprint_of
 
     fp = fingerprint_of(model_dir)
     return RunDir(out_dir, {"model": fp.model_dump(mode="json"), "prompt": "binary (Table 8)"}, restart=restart)

@@ -2,7 +2,7 @@
 
 The paper fixes K = 10 heads per set and applies Eq 10 at full strength. Whether that helps a given model is an
 empirical question, so `--select-on F` holds out a seeded fraction F of the calibration questions (never
-evaluation data; `calibrate.inputs.hold_out`), attributes heads on the rest, and for every profile group tries
+evaluation data; `vseam.calibrate.inputs.hold_out`), attributes heads on the rest, and for every profile group tries
 each K of a small grid and each strength α of `STRENGTHS` (scales 1 + αλ and 1 − αλ). The candidate with the
 highest accuracy on the group's held-out questions wins; ties go to the smaller α, then the smaller K. α = 0 is the
 unmodified model and always a candidate, so the chosen profile is never worse than the unedited model on the
@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from calibrate.records import VQARecord
-from calibrate.rundir import DoneLog
-from head_profiles import HeadProfile
+from vseam.calibrate.records import VQARecord, load_image
+from vseam.calibrate.rundir import DoneLog
+from vseam.core.defaults import DEFAULT_K_GRID, STRENGTHS
+from vseam.head_profiles import Fingerprint, HeadProfile
 
-STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
-DEFAULT_K_GRID = (1, 2, 4, 10)
+if TYPE_CHECKING:
+    from vseam.calibrate.config import Stage2Config
+    from vseam.calibrate.rundir import RunDir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +46,7 @@ class GridResult:
     unedited: float  # accuracy at α = 0
     candidates: list[Candidate]  # every (K, α > 0)
     chosen: Candidate
+    strengths: tuple[float, ...] = STRENGTHS  # the α grid tried (0 included)
 
     def to_json(self) -> dict:
         return {
@@ -60,19 +63,13 @@ def best(unedited: Candidate, candidates: Sequence[Candidate]) -> Candidate:
     return min([unedited, *candidates], key=lambda c: (-c.accuracy, c.strength, c.k))
 
 
-def _open(path: str):
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.convert("RGB")
-
-
 def held_out_correct(engine, records: Sequence[VQARecord], scales: np.ndarray | None, batch: int = 16) -> np.ndarray:
     """Per question: does the model (under per-head `scales`, None = unedited) answer the yes/no question right?"""
     out = []
     for start in range(0, len(records), batch):
         chunk = records[start : start + batch]
-        probs = engine.binary([_open(r.image) for r in chunk], [r.question for r in chunk], scales)
+        probs = engine.binary([load_image(r.image, f"question {r.qid}") for r in chunk], [r.question for r in chunk],
+                              scales)
         pred_yes = (probs["yes"] >= probs["no"]).numpy()
         out.append(pred_yes == np.array([r.answer == "yes" for r in chunk]))
     return np.concatenate(out) if out else np.zeros(0, dtype=bool)
@@ -115,7 +112,43 @@ def choose(
     chosen = best(unedited, candidates)
     if chosen.k == 0:  # the unedited model won: keep the smallest K's heads, at strength 0
         chosen = dataclasses.replace(chosen, k=min(profiles))
-    return GridResult(group=group, n=len(records), unedited=base, candidates=candidates, chosen=chosen)
+    return GridResult(group=group, n=len(records), unedited=base, candidates=candidates, chosen=chosen,
+                      strengths=tuple(strengths))
+
+
+def select_strength(engine, run: RunDir, scores: dict[str, Any], held: Sequence[VQARecord], fingerprint: Fingerprint,
+                    cfg: Stage2Config, method_label: str, dataset: str, allowed: np.ndarray | None,
+                    say: Callable[[str], None]) -> dict[str, GridResult]:
+    """`--select-on`: per profile group, the held-out accuracy of every (K, α) and the chosen candidate."""
+    from tqdm import tqdm
+
+    from vseam.calibrate.profiles import EmptyProfileError, build_profile, groups_of, profile_name, run_provenance
+
+    pv = run_provenance(run, cfg, method_label, dataset)
+    log = run.log("selection", key="key")
+    out: dict[str, GridResult] = {}
+    for group, (s, subtypes) in scores.items():
+        members = [r for r in held if group in groups_of(r.subtype, cfg.per_subtype)]
+        if not members:
+            say(f"--select-on: no held-out question in group {group}; it keeps K={cfg.k}, α=1")
+            continue
+        profiles = {}
+        for k in cfg.k_grid:
+            try:
+                profiles[k] = build_profile(profile_name(cfg, group), fingerprint, group.split("/")[0], subtypes, s,
+                                            pv, k=k, allowed=allowed)
+            except EmptyProfileError:
+                break  # no head qualifies at any K
+        if not profiles:
+            continue
+        bar = tqdm(total=1 + len(profiles) * (len(STRENGTHS) - 1), unit="candidate", dynamic_ncols=True,
+                   desc=f"select K, α ({group}, {len(members)} held out)")
+        res = choose(engine, group, members, profiles, log, on_progress=lambda: bar.update(1))
+        bar.close()
+        out[group] = res
+        say(f"{group}: held-out accuracy {res.unedited:.3f} unedited, {res.chosen.accuracy:.3f} with K={res.chosen.k} "
+            f"α={res.chosen.strength:g} ({len(members)} questions)")
+    return out
 
 
 def grid_figure(results: Sequence[GridResult], path: pathlib.Path) -> pathlib.Path | None:
@@ -148,4 +181,4 @@ def grid_figure(results: Sequence[GridResult], path: pathlib.Path) -> pathlib.Pa
 
 
 __all__ = ["Candidate", "DEFAULT_K_GRID", "GridResult", "STRENGTHS", "best", "choose", "grid_figure",
-           "held_out_correct"]
+           "held_out_correct", "select_strength"]

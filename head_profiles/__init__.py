@@ -1,9 +1,6 @@
-"""Head profiles: the format shared by calibration (writer) and serving (reader). See `head_profiles.model`."""
+"""Head profiles: the format shared by calibration (writer) and serving (reader). See `vseam.head_profiles.model`."""
 
-from head_profiles.model import (
-    LEVELS,
-    SUBTYPE_LEVEL,
-    SUBTYPES,
+from vseam.head_profiles.model import (
     Fingerprint,
     Head,
     HeadProfile,
@@ -16,12 +13,9 @@ from head_profiles.model import (
     now_iso,
     parse_profile,
 )
-from head_profiles.heads import format_heads, parse_heads
+from vseam.head_profiles.heads import format_heads, parse_heads
 
 __all__ = [
-    "LEVELS",
-    "SUBTYPES",
-    "SUBTYPE_LEVEL",
     "Fingerprint",
     "Head",
     "HeadProfile",

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from head_profiles.heads import parse_heads
-from head_profiles.model import HeadProfile, ProfileError, Provenance, Scope, load_profile, now_iso
+from vseam.head_profiles.heads import parse_heads
+from vseam.head_profiles.model import ProfileError, Provenance, Scope, load_profile
+from vseam.core.vocab import LEVELS
 
 
 def _fingerprint(model: str):
-    from vseam.families import fingerprint_of
+    from vseam.core.families import fingerprint_of
 
     try:
         return fingerprint_of(model)
@@ -80,8 +80,6 @@ def cmd_scales(args) -> int:
 
 
 def cmd_from_heads(args) -> int:
-    from vseam import __version__
-
     fp = _fingerprint(args.model)
     positive = parse_heads(args.positive, "--positive")
     negative = parse_heads(args.negative, "--negative")
@@ -92,11 +90,9 @@ def cmd_from_heads(args) -> int:
         k=max(len(positive), len(negative)),
         positive=[h.model_dump(by_alias=True) for h in positive],
         negative=[h.model_dump(by_alias=True) for h in negative],
-        provenance=Provenance(
-            method="hand-written", dataset=None, tool_version=__version__, created=now_iso(), notes=args.notes
-        ).model_dump(),
+        provenance=Provenance.new("hand-written", notes=args.notes).model_dump(),
     )
-    from head_profiles.model import parse_profile
+    from vseam.head_profiles.model import parse_profile
 
     profile = parse_profile(data, source=args.out)
     profile.save(args.out)
@@ -105,7 +101,7 @@ def cmd_from_heads(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from head_profiles.model import json_schema, write_schema
+    from vseam.head_profiles.model import json_schema, write_schema
 
     if args.write:
         print(f"wrote {write_schema()}")
@@ -115,7 +111,7 @@ def cmd_schema(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from head_profiles.compare import compare, load_head_sets, render_json, render_text
+    from vseam.head_profiles.compare import compare, load_head_sets, render_json, render_text
 
     result = compare(load_head_sets(args.a), load_head_sets(args.b))
     print(render_json(result) if args.json else render_text(result))
@@ -144,7 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--name", required=True)
     f.add_argument("--positive", default="", help='e.g. "L11.H28=0.8,L7.H20=0.5" (λ defaults to 1)')
     f.add_argument("--negative", default="", help='e.g. "L0.H30=1.0"; λ=1 removes the head')
-    f.add_argument("--level", default="all", choices=["attribute", "object", "relation", "all"])
+    f.add_argument("--level", default="all", choices=LEVELS)
     f.add_argument("--subtypes", default="", help="comma-separated, e.g. color,material")
     f.add_argument("--notes", default=None)
     f.add_argument("--out", required=True)

@@ -1,7 +1,7 @@
 """Compare the head sets of two profiles: `vseam profile compare A B [--json]`.
 
 A and B are profile files, or `paper:<model>-<target>` for the heads the paper publishes (Table 2 levels, Table 13
-tasks, see `head_profiles.paper_heads`), so a user who calibrates the real model can say how far they reproduce the
+tasks, see `vseam.head_profiles.paper_heads`), so a user who calibrates the real model can say how far they reproduce the
 paper. For each of the positive and negative sets the comparison gives the sizes, the shared heads, the union,
 the Jaccard index |A∩B| / |A∪B| (null when both sets are empty), the fraction of each side found in the other, and
 the heads only in A / only in B. Heads that are positive on one side and negative on the other are listed as
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from head_profiles.model import Fingerprint, HeadProfile, load_profile
+from vseam.head_profiles.model import Fingerprint, HeadProfile, load_profile
 
 Pair = tuple[int, int]
 PAPER_PREFIX = "paper:"
@@ -45,7 +45,7 @@ def head_sets_of(profile: HeadProfile, source: str) -> HeadSets:
 def load_head_sets(ref: str) -> HeadSets:
     """A profile file, or `paper:<model>-<target>` for the paper's published sets (e.g. paper:llava-color)."""
     if ref.startswith(PAPER_PREFIX):
-        from head_profiles.paper_heads import FINGERPRINTS, paper_ref
+        from vseam.head_profiles.paper_heads import FINGERPRINTS, paper_ref
 
         row = paper_ref(ref)
         return HeadSets(

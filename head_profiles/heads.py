@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from head_profiles.model import Head, ProfileError
+from vseam.head_profiles.model import Head, ProfileError
 
 _ITEM = re.compile(r"^\s*L(?P<layer>\d+)\s*[.\s]\s*H(?P<head>\d+)\s*(?:=\s*(?P<lam>[^,\s]+))?\s*$", re.IGNORECASE)
 

@@ -5,7 +5,7 @@ paper's Eq 8-10: positive heads are amplified by (1 + λ), negative heads damped
 A head is removed (scale 0) by listing it as negative with λ = 1. An optional strength α scales every λ
 (1 + αλ, 1 − αλ): α = 1 (or absent) is Eq 10 exactly, α = 0 is the unmodified model.
 
-Heads are addressed by the intervention point named in `vseam.hooks.HEAD_OUT`: the input of layer l's `o_proj`,
+Heads are addressed by the intervention point named in `vseam.core.hooks.HEAD_OUT`: the input of layer l's `o_proj`,
 viewed as [tokens, heads, head_dim]. Layer and head indices are 0-based and global (not per tensor-parallel rank).
 """
 
@@ -20,18 +20,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from vseam.core.vocab import ScopeLevel
+
 SCHEMA_VERSION = 1
-LEVELS = ("attribute", "object", "relation", "all")
-SUBTYPES = ("color", "material", "animal", "vehicle", "indoor", "spatial", "action")
-SUBTYPE_LEVEL = {
-    "color": "attribute",
-    "material": "attribute",
-    "animal": "object",
-    "vehicle": "object",
-    "indoor": "object",
-    "spatial": "relation",
-    "action": "relation",
-}
 
 
 class ProfileError(ValueError):
@@ -100,7 +91,7 @@ class Scope(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    level: Literal["attribute", "object", "relation", "all"]
+    level: ScopeLevel
     subtypes: list[str] = Field(default_factory=list, description="e.g. ['color', 'material']")
 
 
@@ -136,6 +127,13 @@ class Provenance(BaseModel):
     )
     aggregate: str | None = Field(default=None, description="Eq-7 aggregation: 'mean' (paper) or 'gain' (released code)")
     selection: Selection | None = Field(default=None, description="how K and the strength were chosen (held out)")
+
+    @classmethod
+    def new(cls, method: str, created: str | None = None, tool_version: str | None = None, **fields) -> "Provenance":
+        """A provenance stamped with this vseam's version and the current time (unless given)."""
+        from vseam import __version__
+
+        return cls(method=method, tool_version=tool_version or __version__, created=created or now_iso(), **fields)
 
 
 class HeadProfile(BaseModel):
@@ -233,11 +231,10 @@ class HeadProfile(BaseModel):
         return json.dumps(doc, indent=2, sort_keys=False) + "\n"
 
     def save(self, path: str | pathlib.Path) -> pathlib.Path:
+        from vseam.core.files import atomic_write_text
+
         path = pathlib.Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
+        atomic_write_text(path, self.to_json())
         return path
 
 

@@ -28,7 +28,7 @@ they are exactly what the data shows):
 - Table 2 is exactly the intersection of the Table 13 lists of each level's tasks (checked by a test), so its
   profiles record k = 10, the K those lists were cut at.
 
-Regenerate the shipped files after editing the data: ``python -m head_profiles.paper_heads`` (``--check`` only
+Regenerate the shipped files after editing the data: ``python -m vseam.head_profiles.paper_heads`` (``--check`` only
 reports drift and exits 1 when files differ).
 """
 
@@ -39,16 +39,8 @@ import pathlib
 import sys
 from dataclasses import dataclass
 
-from head_profiles.model import (
-    SUBTYPE_LEVEL,
-    SUBTYPES,
-    Fingerprint,
-    Head,
-    HeadProfile,
-    ProfileError,
-    Provenance,
-    Scope,
-)
+from vseam.head_profiles.model import Fingerprint, Head, HeadProfile, ProfileError, Provenance, Scope
+from vseam.core.vocab import SEMANTIC_LEVELS, SUBTYPE_LEVEL, SUBTYPES
 
 Pair = tuple[int, int]
 
@@ -79,7 +71,7 @@ FINGERPRINTS: dict[str, Fingerprint] = {
     ),
 }
 MODEL_NAMES = {"llava": "LLaVA-1.5-7B", "instructblip": "InstructBLIP-Vicuna-7B"}
-LEVEL_ORDER = ("attribute", "object", "relation")
+
 POLARITIES = ("positive", "negative")
 #: K of the paper's top-K selection (Table 13 lists the top 10 of each task)
 TOP_K = 10
@@ -281,7 +273,7 @@ def paper_heads() -> list[PaperHeads]:
     """Every published row: per model, Table 2's three levels, then Table 13's seven tasks (paper order)."""
     rows = []
     for model in FINGERPRINTS:
-        for level in LEVEL_ORDER:
+        for level in SEMANTIC_LEVELS:
             rows.append(_row(model, level, 2, TABLE_2[model][level]))
         for task, printed in TABLE_13[model].items():
             rows.append(_row(model, task, 13, printed))
@@ -393,7 +385,7 @@ def write_profiles(out_dir: pathlib.Path = PAPER_DIR) -> list[pathlib.Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m head_profiles.paper_heads", description="write the paper's head profiles (Tables 2 and 13)"
+        prog="python -m vseam.head_profiles.paper_heads", description="write the paper's head profiles (Tables 2 and 13)"
     )
     parser.add_argument("--out", type=pathlib.Path, default=PAPER_DIR, help="output folder (default: %(default)s)")
     parser.add_argument("--check", action="store_true", help="only report files that differ; exit 1 if any")

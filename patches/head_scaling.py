@@ -1,8 +1,8 @@
 """Per-head scaling of the language model's attention output, inside vLLM.
 
-The edit point is `vseam.hooks.HEAD_OUT` (`lm.layers.{l}.attn.head_out`): the input of layer l's `o_proj`, viewed
-as [tokens, heads, head_dim]. In vLLM every Llama-style decoder layer builds a `LlamaAttention` whose `o_proj` is a
-`RowParallelLinear`; with tensor parallelism rank r holds the contiguous block of heads
+The edit point is `vseam.core.hooks.HEAD_OUT` (`lm.layers.{l}.attn.head_out`): the input of layer l's `o_proj`,
+viewed as [tokens, heads, head_dim]. In vLLM every Llama-style decoder layer builds a `LlamaAttention` whose
+`o_proj` is a `RowParallelLinear`; with tensor parallelism rank r holds the contiguous block of heads
 [r * H/tp, (r + 1) * H/tp), so that is the slice of each profile this rank applies.
 
 `install()` wraps `LlamaAttention.__init__`, so the edit reaches every model whose language model is built from
@@ -12,36 +12,53 @@ vLLM's Llama layers (LLaVA-1.5; vseam's out-of-tree InstructBLIP) and nothing el
   (vLLM on CPU repacks `o_proj` after loading and drops `.weight`, so folding later is not possible). Zero
   run-time cost.
 * per-request: each `o_proj` gets a small table `head_scales[P + 1, local_heads]` (row 0 = `none`) and reads the
-  shared index buffer `token_rows` (filled every step by `patches.token_profiles` from the batch layout). Its
+  shared index buffer `token_rows` (filled every step by `vseam.patches.token_profiles` from the batch layout). Its
   input is multiplied by `head_scales[token_rows[:T]]` per token and head before the projection. Both tensors
   are static buffers updated in place, so compiled graphs and CUDA graphs see the new values.
+
+Everything this process applies lives in one `ScalingState`, owned by the plugin (`vseam.patches.plugin`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from patches.config import NONCE_XARG, NONE, XARG, ServeConfig, scale_table
-from vseam.hooks import column_scale, head_out_name
+from vseam.core.hooks import column_scale, head_out_name
+from vseam.patches.wrap import wrap_once
+from vseam.serve.protocol import NONCE_XARG, NONE, XARG, ServeConfig, scale_table
+
+if TYPE_CHECKING:
+    from vseam.patches.plugin import VseamPlugin
+    from vseam.patches.token_profiles import TokenRowWriter
 
 log = logging.getLogger("vllm.vseam.patches")
+
+#: rows of the token -> profile buffer beyond the scheduler's token budget (`max_num_batched_tokens`). vLLM 0.32's
+#: runners never put more tokens than the budget into one forward pass (both assert it), so this is a safety margin
+#: for a runner that pads a step past it; rows a step does not use are reset to row 0 (`none`) by the writer.
+TOKEN_ROWS_SLACK = 4096
 
 
 @dataclasses.dataclass
 class ScalingState:
-    """What this process applies: the profile table and the per-layer modules it patched."""
+    """What this process applies: the profile table, the modules it patched and the per-request bookkeeping."""
 
     config: ServeConfig
     table: np.ndarray  # [P + 1, L, H] float64
-    rows: dict[str, int]  # profile name -> table row
+    rows: dict[str, int]  # profile name -> table row (`ServeConfig.rows`)
     default_row: int
     layers: dict[int, torch.nn.Module] = dataclasses.field(default_factory=dict)  # layer -> patched o_proj
     token_rows: torch.Tensor | None = None  # shared [N] int64, per-request mode
+    writer: TokenRowWriter | None = None  # fills `token_rows` (made when the first step needs it)
+    request_rows: dict[str, int] = dataclasses.field(default_factory=dict)  # V2 runner: request id -> row
+    warned: set[str] = dataclasses.field(default_factory=set)
 
     @property
     def num_layers(self) -> int:
@@ -57,6 +74,11 @@ class ScalingState:
         h.update(np.ascontiguousarray(self.table).tobytes())
         return h.hexdigest()
 
+    def warn_once(self, msg: str) -> None:
+        if msg not in self.warned:
+            self.warned.add(msg)
+            log.warning("vseam: %s", msg)
+
     def row_of(self, extra_args: dict | None) -> int:
         """Table row of a request from its `SamplingParams.extra_args` (set by serve's middleware).
 
@@ -68,75 +90,54 @@ class ScalingState:
         if name is None:
             return self.default_row
         if self.config.nonce and extra.get(NONCE_XARG) != self.config.nonce:
-            _warn_once(f"a request names head profile {name!r} on a route vseam serve does not resolve; applying "
-                       f"the default ('{self.config.default}')")
+            self.warn_once(f"a request names head profile {name!r} on a route vseam serve does not resolve; "
+                           f"applying the default ('{self.config.default}')")
             return self.default_row
         row = self.rows.get(name)
         if row is None:  # only when a request bypassed serve's middleware
-            _warn_once(f"request names head profile {name!r}, which is not loaded; applying the default")
+            self.warn_once(f"request names head profile {name!r}, which is not loaded; applying the default")
             return self.default_row
         return row
 
 
-STATE: ScalingState | None = None
-_INSTALLED = False
-_WARNED: set[str] = set()
-
-
-def _warn_once(msg: str) -> None:
-    if msg not in _WARNED:
-        _WARNED.add(msg)
-        log.warning("vseam: %s", msg)
-
-
 def build_state(config: ServeConfig) -> ScalingState:
     profiles = config.load_profiles()
-    rows = config.index_of()
+    rows = config.rows()
     if config.static and len(profiles) != 1:
         raise RuntimeError(f"static (--fold) mode folds exactly one profile, got {len(profiles)}")
     default = config.default if config.default in rows else NONE
     return ScalingState(config=config, table=scale_table(profiles), rows=rows, default_row=rows[default])
 
 
-def install(config: ServeConfig) -> ScalingState:
+def install(plugin: VseamPlugin, config: ServeConfig) -> ScalingState:
     """Make every LlamaAttention built from now on apply `config` (idempotent; the last config wins)."""
-    global STATE, _INSTALLED
-    STATE = build_state(config)
-    if not _INSTALLED:
-        from vllm.model_executor.models.llama import LlamaAttention
-
-        original_init = LlamaAttention.__init__
-
-        def __init__(self, *args, **kwargs):
-            original_init(self, *args, **kwargs)
-            if STATE is not None:
-                patch_attention(self, STATE)
-
-        __init__.__wrapped__ = original_init  # type: ignore[attr-defined]
-        LlamaAttention.__init__ = __init__
-        _key_compile_cache()
-        _INSTALLED = True
-    return STATE
-
-
-def _key_compile_cache() -> None:
-    """Add the profile state to vLLM's config hash, which keys its torch.compile/AOT cache.
-
-    vLLM reloads a cached compiled model without re-checking guards; a graph traced without the head scaling (or
-    with another profile table shape) must never be reused for a patched model, nor the other way round.
-    """
     from vllm.config import VllmConfig
+    from vllm.model_executor.models.llama import LlamaAttention
 
-    original = VllmConfig.compute_hash
+    plugin.scaling = build_state(config)
 
-    def compute_hash(self) -> str:
-        base = original(self)
-        if STATE is None:
-            return base
-        return hashlib.sha256(f"{base}|vseam:{STATE.digest()}".encode()).hexdigest()[: len(base)]
+    def make_init(original):
+        def __init__(self, *args, **kwargs):
+            original(self, *args, **kwargs)
+            if plugin.scaling is not None:
+                patch_attention(self, plugin.scaling)
 
-    compute_hash.__wrapped__ = original  # type: ignore[attr-defined]
-    VllmConfig.compute_hash = compute_hash
+        return __init__
+
+    def make_compute_hash(original):
+        # vLLM reloads a cached compiled model without re-checking guards: a graph traced without the head scaling
+        # (or with another profile table shape) must never be reused for a patched model, nor the other way round
+        def compute_hash(self) -> str:
+            base = original(self)
+            if plugin.scaling is None:
+                return base
+            return hashlib.sha256(f"{base}|vseam:{plugin.scaling.digest()}".encode()).hexdigest()[: len(base)]
+
+        return compute_hash
+
+    wrap_once(LlamaAttention, "__init__", make_init)
+    wrap_once(VllmConfig, "compute_hash", make_compute_hash)
+    return plugin.scaling
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -208,21 +209,18 @@ class HeadScaledProjection:
         return super().forward((heads * per_token.unsqueeze(-1)).flatten(-2))
 
 
-_SCALED_CLASSES: dict[type, type] = {}
-
-
+@functools.cache
 def _scaled_class(cls: type) -> type:
-    if cls not in _SCALED_CLASSES:
-        _SCALED_CLASSES[cls] = type(f"HeadScaled{cls.__name__}", (HeadScaledProjection, cls), {})
-    return _SCALED_CLASSES[cls]
+    """o_proj's class with `HeadScaledProjection` in front (one per class, so isinstance checks keep working)."""
+    return type(f"HeadScaled{cls.__name__}", (HeadScaledProjection, cls), {})
 
 
 def token_rows_size() -> int:
-    """Length of the token -> row buffer: every token a forward pass can carry (dummy/profile runs included)."""
+    """Length of the token -> row buffer: every token a forward pass can carry, plus `TOKEN_ROWS_SLACK`."""
     from vllm.config import get_current_vllm_config
 
     sched = get_current_vllm_config().scheduler_config
-    return int(sched.max_num_batched_tokens) + 4096
+    return int(sched.max_num_batched_tokens) + TOKEN_ROWS_SLACK
 
 
 def _scale_per_token(o_proj: torch.nn.Module, local_table: torch.Tensor, state: ScalingState) -> None:

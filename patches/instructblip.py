@@ -56,7 +56,7 @@ from vllm.multimodal.processing.inputs import ProcessorInputs
 from vllm.multimodal.processing.processor import HFMultiModalInputs
 from vllm.sequence import IntermediateTensors
 
-from vseam.families import FAMILIES
+from vseam.core.families import FAMILIES
 
 #: processor kwarg carrying the Q-Former instruction of a request (part of every image item's hash)
 QFORMER_TEXT_KWARG = "vseam_qformer_text"

@@ -10,18 +10,16 @@ per-token id. We do the same, right after the runner prepared its inputs:
   and `num_scheduled_tokens`; we remember each request's row when `add_requests` sees it.
 
 The rows are written in place into the one static buffer every patched `o_proj` reads (`ScalingState.token_rows`);
-tokens past the batch (CUDA-graph padding) are reset to row 0 (`none`).
+tokens past the batch (CUDA-graph padding) are reset to row 0 (`none`). The V2 path is written against vLLM
+0.32's GPU runner and is not exercised on the CPU machines vseam is tested on.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import numpy as np
 import torch
-
-from patches import head_scaling
 
 log = logging.getLogger("vllm.vseam.patches")
 
@@ -72,25 +70,19 @@ class TokenRowWriter:
         return total
 
 
-_WRITER: TokenRowWriter | None = None
-
-
-def writer() -> TokenRowWriter | None:
-    """The writer for this process's buffer, or None when no per-request scaling is active here."""
-    global _WRITER
-    state = head_scaling.STATE
+def writer(state) -> TokenRowWriter | None:
+    """The writer of `state`'s buffer (a `ScalingState`), or None when no per-request scaling is active here."""
     if state is None or state.token_rows is None:
         return None
-    if _WRITER is None or _WRITER.device_rows is not state.token_rows:
-        _WRITER = TokenRowWriter(state.token_rows)
-    return _WRITER
+    if state.writer is None or state.writer.device_rows is not state.token_rows:
+        state.writer = TokenRowWriter(state.token_rows)
+    return state.writer
 
 
 # ---- V1 runner -------------------------------------------------------------------------------------------------
 
 
-def _v1_rows(runner, req_ids) -> np.ndarray:
-    state = head_scaling.STATE
+def _v1_rows(state, runner, req_ids) -> np.ndarray:
     out = np.empty(len(req_ids), dtype=np.int64)
     for i, req_id in enumerate(req_ids):
         params = runner.requests[req_id].sampling_params
@@ -98,102 +90,84 @@ def _v1_rows(runner, req_ids) -> np.ndarray:
     return out
 
 
-def _wrap_v1_prepare_inputs(original):
-    @functools.wraps(original)
-    def _prepare_inputs(self, scheduler_output, num_scheduled_tokens, *args, **kwargs):
-        result = original(self, scheduler_output, num_scheduled_tokens, *args, **kwargs)
-        w = writer()
-        if w is not None:
-            num_reqs = self.input_batch.num_reqs
-            w.write(_v1_rows(self, self.input_batch.req_ids[:num_reqs]), np.asarray(num_scheduled_tokens[:num_reqs]))
-        return result
-
-    _prepare_inputs.__vseam__ = True
-    return _prepare_inputs
+# ---- the hooks -------------------------------------------------------------------------------------------------
 
 
-# ---- V2 runner -------------------------------------------------------------------------------------------------
-
-_V2_ROWS: dict[str, int] = {}
-
-
-def _wrap_v2_add_requests(original):
-    @functools.wraps(original)
-    def add_requests(self, scheduler_output, *args, **kwargs):
-        result = original(self, scheduler_output, *args, **kwargs)
-        state = head_scaling.STATE
-        if state is not None:
-            for new in scheduler_output.scheduled_new_reqs:
-                params = new.sampling_params
-                _V2_ROWS[new.req_id] = state.row_of(params.extra_args if params is not None else None)
-        return result
-
-    add_requests.__vseam__ = True
-    return add_requests
-
-
-def _wrap_v2_remove_request(original):
-    @functools.wraps(original)
-    def _remove_request(self, req_id, *args, **kwargs):
-        _V2_ROWS.pop(req_id, None)
-        return original(self, req_id, *args, **kwargs)
-
-    _remove_request.__vseam__ = True
-    return _remove_request
-
-
-def _wrap_v2_prepare_inputs(original):
-    @functools.wraps(original)
-    def prepare_inputs(self, *args, **kwargs):
-        batch = original(self, *args, **kwargs)
-        w = writer()
-        if w is not None:
-            state = head_scaling.STATE
-            rows = np.fromiter((_V2_ROWS.get(r, state.default_row) for r in batch.req_ids), np.int64, batch.num_reqs)
-            w.write(rows, np.asarray(batch.num_scheduled_tokens[: batch.num_reqs]))
-        return batch
-
-    prepare_inputs.__vseam__ = True
-    return prepare_inputs
-
-
-# ---- model loading ---------------------------------------------------------------------------------------------
-
-
-def _wrap_load_model(original):
-    @functools.wraps(original)
-    def load_model(self, *args, **kwargs):
-        model = original(self, *args, **kwargs)
-        state = head_scaling.STATE
-        if state is not None:
-            log.info(head_scaling.check_loaded(state))
-        return model
-
-    load_model.__vseam__ = True
-    return load_model
-
-
-def _patch(cls, name: str, wrap) -> None:
-    current = getattr(cls, name)
-    if not getattr(current, "__vseam__", False):
-        setattr(cls, name, wrap(current))
-
-
-def install_runner_hooks() -> list[str]:
-    """Wrap the model runners' input preparation (V1 and, where importable, V2) and the model loader."""
+def install_runner_hooks(plugin) -> list[str]:
+    """Wrap the model runners' input preparation (V1 and, where importable, V2) and the model loader; the wrappers
+    read the plugin's current `ScalingState` (`plugin.scaling`)."""
     from vllm.model_executor.model_loader.base_loader import BaseModelLoader
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner as V1Runner
 
-    _patch(BaseModelLoader, "load_model", _wrap_load_model)
-    _patch(V1Runner, "_prepare_inputs", _wrap_v1_prepare_inputs)
+    from vseam.patches.head_scaling import check_loaded
+    from vseam.patches.wrap import wrap_once
+
+    def make_load_model(original):
+        def load_model(self, *args, **kwargs):
+            model = original(self, *args, **kwargs)
+            if plugin.scaling is not None:
+                log.info(check_loaded(plugin.scaling))
+            return model
+
+        return load_model
+
+    def make_v1_prepare_inputs(original):
+        def _prepare_inputs(self, scheduler_output, num_scheduled_tokens, *args, **kwargs):
+            result = original(self, scheduler_output, num_scheduled_tokens, *args, **kwargs)
+            w = writer(plugin.scaling)
+            if w is not None:
+                num_reqs = self.input_batch.num_reqs
+                rows = _v1_rows(plugin.scaling, self, self.input_batch.req_ids[:num_reqs])
+                w.write(rows, np.asarray(num_scheduled_tokens[:num_reqs]))
+            return result
+
+        return _prepare_inputs
+
+    wrap_once(BaseModelLoader, "load_model", make_load_model)
+    wrap_once(V1Runner, "_prepare_inputs", make_v1_prepare_inputs)
     hooked = ["v1"]
     try:
         from vllm.v1.worker.gpu.model_runner import GPUModelRunner as V2Runner
     except Exception as e:  # the V2 runner needs GPU-only pieces on some platforms
         log.debug("vseam: V2 model runner not importable here (%s)", e)
-    else:
-        _patch(V2Runner, "add_requests", _wrap_v2_add_requests)
-        _patch(V2Runner, "_remove_request", _wrap_v2_remove_request)
-        _patch(V2Runner, "prepare_inputs", _wrap_v2_prepare_inputs)
-        hooked.append("v2")
+        return hooked
+
+    # V2 (untested on CPU): a request's row is remembered when the runner first sees it, forgotten when it leaves
+    def make_v2_add_requests(original):
+        def add_requests(self, scheduler_output, *args, **kwargs):
+            result = original(self, scheduler_output, *args, **kwargs)
+            state = plugin.scaling
+            if state is not None:
+                for new in scheduler_output.scheduled_new_reqs:
+                    params = new.sampling_params
+                    state.request_rows[new.req_id] = state.row_of(params.extra_args if params is not None else None)
+            return result
+
+        return add_requests
+
+    def make_v2_remove_request(original):
+        def _remove_request(self, req_id, *args, **kwargs):
+            if plugin.scaling is not None:
+                plugin.scaling.request_rows.pop(req_id, None)
+            return original(self, req_id, *args, **kwargs)
+
+        return _remove_request
+
+    def make_v2_prepare_inputs(original):
+        def prepare_inputs(self, *args, **kwargs):
+            batch = original(self, *args, **kwargs)
+            state = plugin.scaling
+            w = writer(state)
+            if w is not None:
+                rows = np.fromiter((state.request_rows.get(r, state.default_row) for r in batch.req_ids), np.int64,
+                                   batch.num_reqs)
+                w.write(rows, np.asarray(batch.num_scheduled_tokens[: batch.num_reqs]))
+            return batch
+
+        return prepare_inputs
+
+    wrap_once(V2Runner, "add_requests", make_v2_add_requests)
+    wrap_once(V2Runner, "_remove_request", make_v2_remove_request)
+    wrap_once(V2Runner, "prepare_inputs", make_v2_prepare_inputs)
+    hooked.append("v2")
     return hooked

@@ -13,14 +13,14 @@ from __future__ import annotations
 def install() -> None:
     from vllm.tokenizers import detokenizer_utils as du
 
-    original = du._restore_leading_spaces
-    if getattr(original, "__vseam__", False):
-        return
+    from vseam.patches.wrap import wrap_once
 
-    def _restore_leading_spaces(raw_token, token_str, marker):
-        if raw_token is None:  # id beyond the tokenizer's vocabulary
-            return token_str
-        return original(raw_token, token_str, marker)
+    def make(original):
+        def _restore_leading_spaces(raw_token, token_str, marker):
+            if raw_token is None:  # id beyond the tokenizer's vocabulary
+                return token_str
+            return original(raw_token, token_str, marker)
 
-    _restore_leading_spaces.__vseam__ = True
-    du._restore_leading_spaces = _restore_leading_spaces
+        return _restore_leading_spaces
+
+    wrap_once(du, "_restore_leading_spaces", make)

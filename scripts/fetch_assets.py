@@ -13,8 +13,8 @@ import sys
 
 
 def main() -> int:
-    from calibrate.masks import MOBILE_SAM_SHA256, fetch_mobile_sam
-    from vseam.errors import UserError
+    from vseam.calibrate.masks import MOBILE_SAM_SHA256, fetch_mobile_sam
+    from vseam.core.errors import UserError
 
     try:
         path = fetch_mobile_sam()

@@ -1,5 +1,5 @@
 """`vseam serve`: validate head profiles, start vLLM's OpenAI server with them, route requests to profiles.
 
-`serve.cli` (the command), `serve.resolve` (request -> profile, cache salt), `serve.routing` (`auto`: semantic level
-of the question), `serve.middleware` (the ASGI middleware vLLM loads), `serve.metrics` (Prometheus counters).
+`vseam.serve.cli` (the command), `vseam.serve.resolve` (request -> profile, cache salt), `vseam.serve.routing` (`auto`: semantic level
+of the question), `vseam.serve.middleware` (the ASGI middleware vLLM loads), `vseam.serve.metrics` (Prometheus counters).
 """

@@ -3,8 +3,9 @@
 Validates every profile against the model's fingerprint (config.json only; exits 1 naming the file and field
 before any weights load), then replaces itself with vLLM's own OpenAI-compatible server
 (`python -m vllm.entrypoints.openai.api_server`), passing every other flag through unchanged and adding
-`--middleware serve.middleware.HeadProfileMiddleware`. The profile config reaches all vLLM processes through the
-environment variable `VSEAM_HEAD_PROFILES` (`patches.config`), where the plugin (`patches.plugin`) picks it up.
+`--middleware vseam.serve.middleware.HeadProfileMiddleware`. The profile config reaches all vLLM processes through the
+environment variable `VSEAM_HEAD_PROFILES` (`vseam.serve.protocol`), with each profile's content and hash, where
+the plugin (`vseam.patches.plugin`) picks it up.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import pathlib
 import shlex
 import sys
 
-from patches.config import ENV_VAR, NONE, AUTO, ProfileRef, ServeConfig, absolute
+from vseam.serve.protocol import AUTO, ENV_VAR, NONE, ProfileEntry, ServeConfig
 
-MIDDLEWARE = "serve.middleware.HeadProfileMiddleware"
+MIDDLEWARE = "vseam.serve.middleware.HeadProfileMiddleware"
+#: Linux refuses a single environment string over 128 KiB; the profile config stays well below
+MAX_ENV_BYTES = 100 * 1024
 VLLM_SERVER = ["-m", "vllm.entrypoints.openai.api_server"]
 
 DESCRIPTION = (
@@ -81,8 +84,8 @@ def _flag_values(argv: list[str], flag: str) -> list[str]:
 
 
 def _fingerprint(model: str):
-    from vseam.errors import UserError
-    from vseam.families import fingerprint_of
+    from vseam.core.errors import UserError
+    from vseam.core.families import fingerprint_of
 
     try:
         return fingerprint_of(model)
@@ -103,9 +106,9 @@ def _fingerprint(model: str):
 def build_config(model: str, profile_files: list[str], fold: bool, default: str | None,
                  vllm_args: list[str]) -> ServeConfig:
     """Validate everything `vseam serve` can check before vLLM starts; raise UserError/ProfileError naming the file."""
-    from head_profiles import load_profile
-    from patches.plugin import UnsupportedVllmVersion, check_vllm_version
-    from vseam.errors import UserError
+    from vseam.head_profiles import load_profile
+    from vseam.patches.plugin import UnsupportedVllmVersion, check_vllm_version
+    from vseam.core.errors import UserError
 
     try:
         check_vllm_version()
@@ -114,7 +117,7 @@ def build_config(model: str, profile_files: list[str], fold: bool, default: str 
     if not profile_files:
         raise UserError("--head-profile: give at least one profile file")
     fingerprint = _fingerprint(model)
-    refs: list[ProfileRef] = []
+    refs: list[ProfileEntry] = []
     seen: dict[str, str] = {}
     for path in profile_files:
         profile = load_profile(path)
@@ -122,7 +125,7 @@ def build_config(model: str, profile_files: list[str], fold: bool, default: str 
         if profile.name in seen:
             raise UserError(f"{path}: field 'name': profile name '{profile.name}' is also used by {seen[profile.name]}")
         seen[profile.name] = path
-        refs.append(ProfileRef(name=profile.name, path=absolute(path)))
+        refs.append(ProfileEntry.of(profile))
     names = [r.name for r in refs]
     if fold:
         if len(refs) != 1:
@@ -134,7 +137,7 @@ def build_config(model: str, profile_files: list[str], fold: bool, default: str 
         default = default or NONE
         if default == AUTO or (default != NONE and default not in names):
             raise UserError(f"--default-profile {default}: not a loaded profile; choose one of: none, {', '.join(names)}")
-    return ServeConfig(
+    config = ServeConfig(
         mode="static" if fold else "per-request",
         profiles=refs,
         default=default,
@@ -142,6 +145,11 @@ def build_config(model: str, profile_files: list[str], fold: bool, default: str 
         api_keys=_flag_values(vllm_args, "--api-key"),
         nonce=secrets.token_hex(8),
     )
+    size = len(config.to_env().encode())
+    if size > MAX_ENV_BYTES:
+        raise UserError(f"--head-profile: the {len(refs)} profiles take {size // 1024} KiB in the environment that "
+                        f"vLLM hands its processes (limit {MAX_ENV_BYTES // 1024} KiB); serve fewer profiles")
+    return config
 
 
 def vllm_command(model: str, vllm_args: list[str]) -> list[str]:
@@ -149,7 +157,7 @@ def vllm_command(model: str, vllm_args: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vseam.errors import USER_ERRORS, UserError
+    from vseam.core.errors import USER_ERRORS, UserError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     model, rest = _split_argv(argv)

@@ -3,7 +3,7 @@
 The one launcher shared by the tests (`tests/vllm_server.py`), the demo (`vseam/demo.py`) and the serving
 benchmark (`benchmarks/serving_overhead.py`):
 
-    with launch([python, "-m", "serve.cli", model, "--port", "{port}"], log_path) as (base_url, proc):
+    with launch([python, "-m", "vseam.serve.cli", model, "--port", "{port}"], log_path) as (base_url, proc):
         ...  # /health answered 200; the server's stdout+stderr go to log_path
 
 The child runs in its own process group so that stopping it also stops vLLM's engine workers.

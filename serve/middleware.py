@@ -1,14 +1,14 @@
-"""ASGI middleware that `vseam serve` adds to vLLM's OpenAI server (`--middleware serve.middleware.HeadProfileMiddleware`).
+"""ASGI middleware that `vseam serve` adds to vLLM's OpenAI server (`--middleware vseam.serve.middleware.HeadProfileMiddleware`).
 
 * `POST /v1/chat/completions` (and `/batch`), `/v1/completions`, `/v1/responses`, `/v1/messages`: resolve the request's head profile
-  (`serve.resolve`), refuse bad choices with HTTP 400 (the server keeps running), rewrite the JSON body for vLLM
+  (`vseam.serve.resolve`), refuse bad choices with HTTP 400 (the server keeps running), rewrite the JSON body for vLLM
   and tag the response with an `x-vseam-head-profile` header.
 * `GET /v1/head_profiles`: the loaded profiles (name, scope, heads, fingerprint) and the server's mode.
-* counts requests per profile and rejections on vLLM's `/metrics` (`serve.metrics`).
+* counts requests per profile and rejections on vLLM's `/metrics` (`vseam.serve.metrics`).
 
 With `--api-key`, requests without a valid key are passed on untouched, so vLLM's own check refuses them.
 
-Without the vseam config in the environment (`patches.config.ENV_VAR`) it passes everything through.
+Without the vseam config in the environment (`vseam.serve.protocol.ENV_VAR`) it passes everything through.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import json
 import logging
 import os
 
-from patches.config import ServeConfig
-from serve import metrics
-from serve.resolve import ProfileTable, RequestError
+from vseam.serve.protocol import ServeConfig
+from vseam.serve import metrics
+from vseam.serve.resolve import ProfileTable, RequestError
 
 log = logging.getLogger("vllm.vseam.serve")
 

@@ -2,7 +2,7 @@
 
 A request names its profile by `vllm_xargs.head_profile` (`extra_body={"vllm_xargs": {"head_profile": NAME}}`)
 or by its model name `MODEL:NAME` (for clients that cannot send extra fields). `none` is the unmodified model,
-`auto` routes by the question's semantic level (`serve.routing`); a request naming nothing gets the server's
+`auto` routes by the question's semantic level (`vseam.serve.routing`); a request naming nothing gets the server's
 default. The resolved name is written back into `vllm_xargs.head_profile` (the model runner reads it from
 `SamplingParams.extra_args`) together with the server's nonce, the model name loses its `:NAME` suffix, and the
 request's prefix cache is salted per profile so KV blocks computed under one profile are never reused under
@@ -15,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
-from head_profiles import HeadProfile
-from patches.config import AUTO, NONCE_XARG, NONE, XARG, ServeConfig
-from serve.routing import request_text, route, semantic_level
+from vseam.head_profiles import HeadProfile
+from vseam.serve.protocol import AUTO, NONCE_XARG, NONE, XARG, ServeConfig
+from vseam.serve.routing import request_text, route, semantic_level
 
 #: vLLM refuses cache salts longer than this or containing these characters
 MAX_SALT = 128
@@ -64,12 +64,13 @@ class ProfileTable:
     def listing(self) -> dict:
         """Body of GET /v1/head_profiles."""
         data = []
-        for row, p in enumerate(self.profiles.values(), start=1):
+        rows = self.config.rows()
+        for p in self.profiles.values():
             data.append(
                 {
                     "name": p.name,
                     "object": "head_profile",
-                    "row": row,
+                    "row": rows[p.name],
                     "scope": p.scope.model_dump(),
                     "num_heads": p.num_heads_selected,
                     "positive": [h.label() for h in p.positive],

@@ -20,9 +20,9 @@ first loaded profile whose `scope.level` is that level, else the first profile w
 from __future__ import annotations
 
 import re
-from typing import Iterable, Literal
+from vseam.core.vocab import Level
+from typing import Iterable
 
-Level = Literal["attribute", "object", "relation"]
 
 ATTRIBUTE_QUESTIONS = ("what color", "what colour", "which color", "which colour", "what material", "made of",
                        "what shape", "what size", "what kind of material")

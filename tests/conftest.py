@@ -17,7 +17,7 @@ SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
 
 @pytest.fixture(scope="session")
 def tiny_llava_dir(tmp_path_factory) -> pathlib.Path:
-    from vseam.toy_checkpoints import build
+    from vseam.core.toy_checkpoints import build
 
     out = tmp_path_factory.mktemp("tiny-llava")
     build("llava", out, seed=0)
@@ -26,7 +26,7 @@ def tiny_llava_dir(tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def tiny_instructblip_dir(tmp_path_factory) -> pathlib.Path:
-    from vseam.toy_checkpoints import build
+    from vseam.core.toy_checkpoints import build
 
     out = tmp_path_factory.mktemp("tiny-instructblip")
     build("instructblip", out, seed=0)

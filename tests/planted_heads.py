@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vseam.families import FAMILIES
-from vseam.toy_checkpoints import build, llava_hub_key, write_sharded
+from vseam.core.families import FAMILIES
+from vseam.core.toy_checkpoints import build, llava_hub_key, write_sharded
 
 POSITIVE = (1, 2)
 DISTRACTOR = (0, 1)
@@ -60,7 +60,7 @@ def yellow_image(seed: int = 0) -> Image.Image:
 
 @torch.no_grad()
 def plant(model: torch.nn.Module, background: float = 0.3, misleading: bool = False) -> torch.nn.Module:
-    """Set the weights of a tiny LLaVA (from `vseam.toy_checkpoints`) as described in the module docstring."""
+    """Set the weights of a tiny LLaVA (from `vseam.core.toy_checkpoints`) as described in the module docstring."""
     vt = model.model.vision_tower
     # vision: identity encoder layers, patch embedding = mean(R) - mean(B) over the patch (normalised pixels)
     for layer in vt.encoder.layers:

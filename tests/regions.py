@@ -1,4 +1,4 @@
-"""Edit regions computed in the tests themselves, independently of `calibrate.masks.dilate` and of the editors'
+"""Edit regions computed in the tests themselves, independently of `vseam.calibrate.masks.dilate` and of the editors'
 own `region()` / `allowed()`: a locality check built from the code under test would only test the clip."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.answers import normalize_short_answer, parse_yes_no, short_answer_correct, singular
+from vseam.benchmarks.answers import normalize_short_answer, parse_yes_no, short_answer_correct, singular
 
 # (reply, expected, rule it exercises)
 YES_NO_TABLE = [

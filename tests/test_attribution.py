@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from calibrate.attribution import HeadAttributor, top_heads
-from calibrate.profiles import aggregate, select_heads
+from vseam.calibrate.attribution import HeadAttributor, top_heads
+from vseam.calibrate.profiles import aggregate, select_heads
 from conftest import random_image
 from planted_heads import DISTRACTOR, POSITIVE, build_planted, clean_image, edited_image
-from vseam.engine import HeadEngine
-from vseam.hooks import mean_of_other_heads, split_heads
+from vseam.core.engine import HeadEngine
+from vseam.core.hooks import mean_of_other_heads, split_heads
 
 QUESTIONS = ["Is the cat red?", "Is there a dog in this picture?", "Is the small cup to the left of the plate?"]
 ANSWERS = ["yes", "no", "yes"]
@@ -134,7 +134,7 @@ def test_score_dispatch(attributor):
 
 
 def test_a_fast_path_that_disagrees_with_the_model_is_switched_off(attributor, monkeypatch):
-    from calibrate.replay import Replayer
+    from vseam.calibrate.replay import Replayer
 
     broken = Replayer(attributor.engine)
     monkeypatch.setattr(broken, "_answer_only", lambda block, hidden, kw: hidden[:, -1:] * 2.0)

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from head_profiles import parse_profile
-from head_profiles.compare import compare, head_sets_of, load_head_sets
-from head_profiles.paper_heads import PAPER_DIR
+from vseam.head_profiles import parse_profile
+from vseam.head_profiles.compare import compare, head_sets_of, load_head_sets
+from vseam.head_profiles.paper_heads import PAPER_DIR
 
 FP = {"architecture": "LlavaForConditionalGeneration", "model_id": "vseam/test", "num_layers": 4, "num_heads": 8,
       "head_dim": 32}

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from calibrate.counterfactual import CounterfactualError, RuleRewriter, build_prompt, changed_span
-from calibrate.datasets.vocab import COLORS, CATEGORIES
-from calibrate.records import VQARecord
+from vseam.calibrate.counterfactual import CounterfactualError, RuleRewriter, build_prompt, changed_span
+from vseam.calibrate.datasets.vocab import COLORS, CATEGORIES
+from vseam.calibrate.records import VQARecord
 
 
 def rec(question, answer="yes", subtype="color", full=None, qid="q1"):
@@ -57,7 +57,7 @@ def test_rules_refuse_what_they_cannot_rewrite():
 
 
 def test_real_subsets_rewrite_almost_everything(shared_data):
-    from calibrate.datasets import load_dataset
+    from vseam.calibrate.datasets import load_dataset
 
     records = load_dataset("gqa", path=shared_data / "vseam-gqa").records
     failures = 0

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from calibrate.counterfactual import PROMPT_VERSION, CounterfactualError, LLMRewriter
-from calibrate.records import VQARecord
+from vseam.calibrate.counterfactual import PROMPT_VERSION, CounterfactualError, LLMRewriter
+from vseam.calibrate.records import VQARecord
 
 fastapi = pytest.importorskip("fastapi")
 FastAPI, Request = fastapi.FastAPI, fastapi.Request  # module level: the route's annotation must resolve here
@@ -100,7 +100,7 @@ def test_llm_rewriter_parses_reply_and_caches_on_disk(fake_llm, tmp_path, monkey
 
 
 def test_llm_unreachable_is_not_cached(tmp_path):
-    from calibrate.counterfactual import LLMUnavailable
+    from vseam.calibrate.counterfactual import LLMUnavailable
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

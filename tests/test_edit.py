@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calibrate.masks import load_mask
-from calibrate.records import EditedPair, Triple, read_jsonl
+from vseam.calibrate.masks import load_mask
+from vseam.calibrate.records import EditedPair, Triple, read_jsonl
 from vseam.cli import main as vseam_main
 from regions import grown
 

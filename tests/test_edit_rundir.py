@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from calibrate.rundir import DoneLog, RunDir, atomic_write_json
-from vseam.errors import UserError
+from vseam.calibrate.rundir import DoneLog, RunDir
+from vseam.core.files import atomic_write_json
+from vseam.core.errors import UserError
 
 
 def test_done_log_appends_skips_and_survives_a_torn_last_line(tmp_path):

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calibrate.counterfactual import Counterfactual, RuleRewriter
-from calibrate.datasets.vocab import COLORS
-from calibrate.editors import (
+from vseam.calibrate.counterfactual import Counterfactual, RuleRewriter
+from vseam.calibrate.datasets.vocab import COLORS
+from vseam.calibrate.editors import (
     EditError,
     Mirror,
     Recolor,
@@ -25,9 +25,9 @@ from calibrate.editors import (
     default_editors,
     preferred_editors,
 )
-from calibrate.editors import confine
-from calibrate.masks import default_dilation, dilate, polygon_mask
-from calibrate.records import Box, VQARecord
+from vseam.calibrate.editors import confine
+from vseam.calibrate.masks import default_dilation, dilate, polygon_mask
+from vseam.calibrate.records import Box, VQARecord
 from regions import grown, mirror_position
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
@@ -197,7 +197,7 @@ def tiny_inpaint(tmp_path_factory) -> pathlib.Path:
 
 
 def test_diffusion_editor_is_prompted_seeded_and_local(tiny_inpaint):
-    from calibrate.editors import Diffusion
+    from vseam.calibrate.editors import Diffusion
 
     eds = default_editors(tiny_inpaint, steps=2)
     ed = eds["diffusion"]
@@ -227,8 +227,8 @@ def test_diffusion_editor_is_prompted_seeded_and_local(tiny_inpaint):
 
 
 def test_render_editor_for_synthetic_records():
-    from calibrate.datasets import shapes
-    from calibrate.edit import dataset_counterfactual
+    from vseam.calibrate.datasets import shapes
+    from vseam.calibrate.edit import dataset_counterfactual
 
     rec = shapes.make_record("calib", 0, seed=0, write=True)
     cf = dataset_counterfactual(rec)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import random_image
-from vseam.engine import HeadEdits, HeadEngine
+from vseam.core.engine import HeadEdits, HeadEngine
 
 QUESTIONS = ["Is the cat red?", "Is there a dog in this picture?", "Is the cup to the left of the plate?"]
 

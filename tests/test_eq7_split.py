@@ -18,10 +18,10 @@ import json
 import numpy as np
 import pytest
 
-from calibrate.pipeline import main
-from calibrate.records import Box, VQARecord, read_jsonl, write_jsonl
-from calibrate.strength import STRENGTHS, Candidate, best
-from head_profiles import load_profile
+from vseam.calibrate.cli import main
+from vseam.calibrate.records import Box, VQARecord, read_jsonl, write_jsonl
+from vseam.calibrate.strength import STRENGTHS, Candidate, best
+from vseam.head_profiles import load_profile
 from planted_heads import DISTRACTOR, MISLEADING, POSITIVE, build_misleading, clean_image, edited_image, yellow_image
 from test_pipeline import make_triples
 
@@ -36,7 +36,7 @@ def misleading_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(misleading_dir):
-    from vseam.engine import HeadEngine
+    from vseam.core.engine import HeadEngine
 
     return HeadEngine.from_pretrained(str(misleading_dir))
 
@@ -62,7 +62,7 @@ def argv(model, out, *extra):
 
 def accuracy(engine, records, scales=None) -> dict[str, float]:
     """Accuracy per kind of question (red / yellow / blue)."""
-    from calibrate.strength import held_out_correct
+    from vseam.calibrate.strength import held_out_correct
 
     correct = held_out_correct(engine, records, scales)
     kinds = np.array([r.qid.rstrip("0123456789") for r in records])
@@ -161,7 +161,7 @@ def test_select_on_chooses_k_and_strength_on_held_out_questions(misleading_dir, 
         assert sel.accuracy_chosen >= sel.accuracy_unedited
         # recomputed independently on the held-out questions of the profile's group
         mine = [r for r in held if prof.scope.level == "all" or r.level == prof.scope.level]
-        from calibrate.strength import held_out_correct
+        from vseam.calibrate.strength import held_out_correct
 
         assert held_out_correct(engine, mine, prof.scales()).mean() == pytest.approx(sel.accuracy_chosen)
         assert held_out_correct(engine, mine, None).mean() == pytest.approx(sel.accuracy_unedited)

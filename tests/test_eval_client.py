@@ -21,11 +21,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from benchmarks.client import Endpoint, ResponseCache
-from benchmarks.run import Arm, EvalConfig, detect_family, evaluate
-from calibrate.records import VQARecord
-from vseam.errors import UserError
-from vseam.families import FAMILIES
+from vseam.benchmarks.client import Endpoint, ResponseCache
+from vseam.benchmarks.run import Arm, EvalConfig, detect_family, evaluate
+from vseam.calibrate.records import VQARecord
+from vseam.core.errors import UserError
+from vseam.core.families import FAMILIES
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "eval"
 MODEL = "tiny-llava"
@@ -132,8 +132,8 @@ def question_of(body: dict) -> str:
 
 
 def pope_records() -> list[VQARecord]:
-    """The POPE fixture's questions, loaded by `calibrate.datasets` as `vseam eval pope` does."""
-    from benchmarks.run import load_records
+    """The POPE fixture's questions, loaded by `vseam.calibrate.datasets` as `vseam eval pope` does."""
+    from vseam.benchmarks.run import load_records
 
     records, excluded, skipped = load_records("pope", [str(FIXTURE)], str(FIXTURE / "images"))
     assert len(records) == 24 and not excluded and not skipped
@@ -260,7 +260,7 @@ def test_failures_are_reported_and_retried_next_run(tmp_path):
 
 
 def test_broken_server_aborts_early(tmp_path):
-    from benchmarks.client import EvalAborted
+    from vseam.benchmarks.client import EvalAborted
 
     with FakeOpenAI(lambda body, attempt: (500, "engine dead"), profiles=[]) as fake:
         with pytest.raises(EvalAborted, match="engine dead"):
@@ -351,7 +351,7 @@ INTERRUPTIBLE = """
 import json, pathlib, sys
 sys.path.insert(0, {tests!r})
 from test_eval_client import pope_records, config, LLAVA
-from benchmarks.run import evaluate
+from vseam.benchmarks.run import evaluate
 import pathlib
 evaluate(config(pathlib.Path({tmp!r}), {url!r}, ["none", "good"], concurrency=2), pope_records(), LLAVA)
 """
@@ -430,7 +430,7 @@ def scripted(body, attempt):
 
 
 def test_cli_cocoqa_and_gqa_on_fixtures(tmp_path, capsys):
-    """`vseam eval cocoqa|gqa` load the fixture files through calibrate.datasets and score them as computed by hand."""
+    """`vseam eval cocoqa|gqa` load the fixture files through vseam.calibrate.datasets and score them as computed by hand."""
     from vseam.cli import main
 
     with FakeOpenAI(scripted, profiles=["good"]) as fake:
@@ -472,8 +472,8 @@ def test_cli_cocoqa_and_gqa_on_fixtures(tmp_path, capsys):
 
 def test_cli_gqa_strategies_per_level(tmp_path, capsys):
     """Table 3 edits each level with its own heads: `--strategies LEVEL=DIR` routes each question accordingly."""
-    from head_profiles import Fingerprint, HeadProfile, Provenance, Scope, now_iso, parse_heads
-    from benchmarks.strategies import write_strategies
+    from vseam.head_profiles import Fingerprint, HeadProfile, Provenance, Scope, now_iso, parse_heads
+    from vseam.benchmarks.strategies import write_strategies
     from vseam.cli import main
 
     fp = Fingerprint(architecture="LlavaForConditionalGeneration", model_id="toy", num_layers=2, num_heads=4,

@@ -24,9 +24,9 @@ SERVED = "tiny-llava"
 
 @pytest.fixture(scope="module")
 def served(tiny_llava_dir, tmp_path_factory):
-    from head_profiles import HeadProfile, Provenance, Scope, now_iso, parse_heads
+    from vseam.head_profiles import HeadProfile, Provenance, Scope, now_iso, parse_heads
     from vseam.cli import main
-    from vseam.families import fingerprint_of
+    from vseam.core.families import fingerprint_of
 
     work = tmp_path_factory.mktemp("eval-e2e")
     cal = HeadProfile(
@@ -37,7 +37,7 @@ def served(tiny_llava_dir, tmp_path_factory):
     assert main(["eval", "strategies", str(work / "cal.json"), "--out", str(work / "st")]) == 0
     files = sorted(p for p in (work / "st").glob("*.json") if p.name != "strategies.json")
     # eager mode starts faster; compiled execution with profiles is the serve tests' business
-    argv = [sys.executable, "-m", "serve.cli", str(tiny_llava_dir), *[a for f in files for a in ("--head-profile", str(f))],
+    argv = [sys.executable, "-m", "vseam.serve.cli", str(tiny_llava_dir), *[a for f in files for a in ("--head-profile", str(f))],
             "--served-model-name", SERVED, "--enforce-eager", "--port", "{port}", "--host", "127.0.0.1", *CPU_TEST_FLAGS]
     with running_server(argv) as (base, _log):
         yield base, work
@@ -81,7 +81,7 @@ def recount(preds: list[dict]) -> dict:
 
 
 def test_pope_strategies_end_to_end(served, capsys):
-    from benchmarks.strategies import read_manifest
+    from vseam.benchmarks.strategies import read_manifest
     from vseam.cli import main
 
     base, work = served
@@ -174,10 +174,10 @@ def test_eval_requests_are_tokenized_like_the_hf_prompt(served, tiny_llava_dir):
     from PIL import Image
     from transformers import AutoProcessor
 
-    from benchmarks import cocoqa, pope
-    from benchmarks.client import build_messages, image_data_url
-    from calibrate.records import VQARecord
-    from vseam.families import FAMILIES
+    from vseam.benchmarks import cocoqa, pope
+    from vseam.benchmarks.client import build_messages, image_data_url
+    from vseam.calibrate.records import VQARecord
+    from vseam.core.families import FAMILIES
 
     base, _ = served
     family = FAMILIES["llava"]

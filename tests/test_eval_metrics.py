@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from benchmarks import cocoqa, gqa, pope
-from benchmarks.report import write_report
-from benchmarks.task import score
-from calibrate.records import VQARecord
+from vseam.benchmarks import cocoqa, gqa, pope
+from vseam.benchmarks.report import write_report
+from vseam.benchmarks.task import score
+from vseam.calibrate.records import VQARecord
 
 
 def rec(qid, answer, subtype, question="Is there a dog?"):
@@ -161,7 +161,7 @@ def test_tasks_select_the_released_data(shared_data):
     """On the real released files: COCO-QA drops the number type, GQA keeps all seven binary subtypes."""
     from collections import Counter
 
-    from benchmarks.run import load_records
+    from vseam.benchmarks.run import load_records
 
     cq, excluded, _ = load_records("cocoqa", [str(shared_data / "vseam-cocoqa")], None)
     assert {r.subtype for r in cq} == {"color", "location"}  # the release has no object CSV

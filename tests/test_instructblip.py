@@ -45,7 +45,7 @@ QUESTIONS = [f"{SHARED} dog?", f"{SHARED} horse?", "How many birds are there?", 
 
 @pytest.fixture(scope="module")
 def engine(tiny_instructblip_dir):
-    from vseam.engine import HeadEngine
+    from vseam.core.engine import HeadEngine
 
     eng = HeadEngine.from_pretrained(str(tiny_instructblip_dir))
     yield eng
@@ -62,7 +62,7 @@ def hf_logprobs(engine, image, text: str) -> torch.Tensor:
 
 
 def engine_logprobs(engine, image, text: str, scales: np.ndarray | None) -> torch.Tensor:
-    from vseam.engine import HeadEdits
+    from vseam.core.engine import HeadEdits
 
     edits = HeadEdits.from_scales(scales, 1) if scales is not None else None
     return engine.next_token_logprobs(engine.encode([image], [text]), edits)[0]
@@ -86,7 +86,7 @@ def max_gap(got: dict[int, float], want: torch.Tensor) -> float:
 def test_qformer_matches_hf_on_a_padded_batch(engine):
     from vllm.config import VllmConfig, set_current_vllm_config
 
-    from patches.instructblip import InstructBlipQFormer
+    from vseam.patches.instructblip import InstructBlipQFormer
 
     model = engine.model
     with set_current_vllm_config(VllmConfig()):
@@ -119,7 +119,7 @@ def vllm_processor(tiny_instructblip_dir):
     from vllm.multimodal import MULTIMODAL_REGISTRY
     from vllm.multimodal.cache import MultiModalProcessorOnlyCache
 
-    from patches.plugin import register_models
+    from vseam.patches.plugin import register_models
 
     register_models()
     config = ModelConfig(model=str(tiny_instructblip_dir), dtype="float32", max_model_len=512,
@@ -157,7 +157,7 @@ def test_chat_template_renders_the_user_text(tiny_instructblip_dir):
     from vllm.renderers.chat_utils import load_chat_template
     from vllm.transformers_utils.chat_templates import get_chat_template_fallback_path
 
-    from patches.plugin import register_models
+    from vseam.patches.plugin import register_models
 
     register_models()
     path = get_chat_template_fallback_path("instructblip", str(tiny_instructblip_dir))
@@ -245,7 +245,7 @@ def test_plain_vllm_server_matches_hf(tiny_instructblip_dir, engine):
         for job, top in zip(jobs, tops):
             gaps[f"batch {job}"] = max_gap(top, want[job])
 
-        # a system text goes before the question, as vseam.families renders it for HF
+        # a system text goes before the question, as vseam.core.families renders it for HF
         top, _ = chat(client, model, engine, images[1], short[2], system="Answer briefly.")
         batch = engine.encode([images[1]], [short[2]], system="Answer briefly.")
         gaps["system"] = max_gap(top, in_vocab_top(engine, engine.next_token_logprobs(batch)[0], "system"))
@@ -259,8 +259,8 @@ def test_plain_vllm_server_matches_hf(tiny_instructblip_dir, engine):
 
 
 def _profile(model_dir, out_dir, name: str, level: str, positive: str, negative: str) -> pathlib.Path:
-    from head_profiles import HeadProfile, Provenance, Scope, now_iso, parse_heads
-    from vseam.families import fingerprint_of
+    from vseam.head_profiles import HeadProfile, Provenance, Scope, now_iso, parse_heads
+    from vseam.core.families import fingerprint_of
 
     pos, neg = parse_heads(positive), parse_heads(negative)
     return HeadProfile(
@@ -286,7 +286,7 @@ def profiles(tiny_instructblip_dir, tmp_path_factory):
 
 def vseam_serve(model: str, profile_files, *extra: str) -> list[str]:
     hp = [a for p in profile_files for a in ("--head-profile", str(p))]
-    return [sys.executable, "-m", "serve.cli", model, *hp, "--port", "{port}", "--host", "127.0.0.1",
+    return [sys.executable, "-m", "vseam.serve.cli", model, *hp, "--port", "{port}", "--host", "127.0.0.1",
             *CPU_TEST_FLAGS, *extra]
 
 
@@ -295,7 +295,7 @@ def vseam_serve(model: str, profile_files, *extra: str) -> list[str]:
 def test_vseam_serve_per_request_profiles_match_engine(tiny_instructblip_dir, engine, profiles):
     from openai import OpenAI
 
-    from head_profiles import load_profile
+    from vseam.head_profiles import load_profile
 
     model = str(tiny_instructblip_dir)
     scales = {name: load_profile(path).scales() for name, path in profiles.items()}
@@ -350,7 +350,7 @@ def test_vseam_serve_per_request_profiles_match_engine(tiny_instructblip_dir, en
 def test_vseam_serve_fold_matches_engine(tiny_instructblip_dir, engine, profiles):
     from openai import OpenAI
 
-    from head_profiles import load_profile
+    from vseam.head_profiles import load_profile
 
     model = str(tiny_instructblip_dir)
     scales = load_profile(profiles["ib-rel"]).scales()

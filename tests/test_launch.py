@@ -1,11 +1,11 @@
-"""serve.launch: start a server process, wait for /health, report a dead or slow one with its log, always stop it."""
+"""vseam.serve.launch: start a server process, wait for /health, report a dead or slow one with its log, always stop it."""
 
 import sys
 
 import httpx
 import pytest
 
-from serve.launch import ServerError, ServerTimeout, launch
+from vseam.serve.launch import ServerError, ServerTimeout, launch
 
 #: a minimal HTTP server: /health answers 200 after `delay` seconds, /pid answers its process id
 FAKE_SERVER = """

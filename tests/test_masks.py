@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calibrate.masks import (
+from vseam.calibrate.masks import (
     MOBILE_SAM_SHA256,
     box_mask,
     default_dilation,
@@ -21,8 +21,8 @@ from calibrate.masks import (
     save_mask,
     sha256_of,
 )
-from calibrate.records import Box
-from vseam.errors import UserError
+from vseam.calibrate.records import Box
+from vseam.core.errors import UserError
 from regions import grown
 
 pytestmark = pytest.mark.slow  # SAM on real photos
@@ -39,7 +39,7 @@ def photo(name: str) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def segmenter():
-    from calibrate.masks import BoxSegmenter
+    from vseam.calibrate.masks import BoxSegmenter
 
     return BoxSegmenter()  # MobileSAM from the cache (fetched by setup, or now)
 
@@ -66,9 +66,9 @@ def test_sam_masks_cover_hand_drawn_objects(segmenter, image_name):
 
 
 def test_sam_mask_drives_an_editor_that_stays_inside(segmenter):
-    from calibrate.counterfactual import RuleRewriter
-    from calibrate.editors import Recolor
-    from calibrate.records import VQARecord
+    from vseam.calibrate.counterfactual import RuleRewriter
+    from vseam.calibrate.editors import Recolor
+    from vseam.calibrate.records import VQARecord
 
     image = photo("coffee")
     cup = OBJECTS["coffee"][0]
@@ -93,7 +93,7 @@ def test_mask_helpers(tmp_path):
 
 
 def test_bad_sam_options_are_user_errors(tmp_path):
-    from calibrate.masks import build_sam
+    from vseam.calibrate.masks import build_sam
 
     with pytest.raises(UserError, match="--sam-type must be one of"):
         build_sam(None, "vit_x")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from calibrate.datasets import shapes as S
+from vseam.calibrate.datasets import shapes as S
 from vseam.organism import CARD_JSON, WEIGHTS_DIR
 
 
@@ -21,7 +21,7 @@ def _require_weights():
 
 def test_weights_have_the_hub_layout_and_fit_the_budget():
     _require_weights()
-    from vseam.families import fingerprint_of
+    from vseam.core.families import fingerprint_of
 
     files = {p.name for p in WEIGHTS_DIR.iterdir()}
     assert {"config.json", "model.safetensors.index.json", "tokenizer.json", "preprocessor_config.json",
@@ -41,7 +41,7 @@ def test_weights_have_the_hub_layout_and_fit_the_budget():
 def test_held_out_accuracy_matches_the_model_card():
     """Re-score the first held-out questions with the HF reference engine: the card's numbers reproduce."""
     _require_weights()
-    from vseam.engine import HeadEngine
+    from vseam.core.engine import HeadEngine
     from vseam.organism.card import HELD_OUT_SPLIT, QUICK_N, predict
 
     card = json.loads(CARD_JSON.read_text())["held_out"]
@@ -83,7 +83,7 @@ def tiny_trainer(tmp_path_factory):
 
 def test_training_batches_equal_the_engine_encoding(tiny_trainer):
     """What the model is trained on is exactly what HeadEngine (calibration) and the chat API feed it."""
-    from vseam.engine import HeadEngine
+    from vseam.core.engine import HeadEngine
 
     trainer, _, _ = tiny_trainer
     engine = HeadEngine(trainer.model, trainer.processor)

@@ -11,9 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from head_profiles import ProfileError, load_profile
-from head_profiles.model import SUBTYPE_LEVEL
-from head_profiles.paper_heads import (
+from vseam.head_profiles import ProfileError, load_profile
+from vseam.core.vocab import SUBTYPE_LEVEL
+from vseam.head_profiles.paper_heads import (
     PAPER_DIR,
     RECORDED_DUPLICATES,
     RECORDED_IN_BOTH_SETS,
@@ -165,7 +165,7 @@ def test_shipped_files_are_exactly_the_generator_output(tmp_path):
     (tmp_path / "llava-color-wo-negative.json").write_text("{}")
     assert drift(tmp_path) == [f"{tmp_path / 'llava-color-wo-negative.json'}: differs from the transcription"]
     res = subprocess.run(
-        [sys.executable, "-m", "head_profiles.paper_heads", "--check", "--out", str(tmp_path)],
+        [sys.executable, "-m", "vseam.head_profiles.paper_heads", "--check", "--out", str(tmp_path)],
         capture_output=True, text=True,
     )
     assert res.returncode == 1 and "1 file(s) out of date" in res.stdout
@@ -223,7 +223,7 @@ def _real_config_dir(tmp_path, family: str):
 def test_validate_accepts_them_for_the_real_layout_and_refuses_a_tiny_checkpoint(
     tmp_path, tiny_llava_dir, tiny_instructblip_dir
 ):
-    from vseam.families import fingerprint_of
+    from vseam.core.families import fingerprint_of
 
     tiny = {"llava": fingerprint_of(tiny_llava_dir), "instructblip": fingerprint_of(tiny_instructblip_dir)}
     real = {f: fingerprint_of(_real_config_dir(tmp_path, f)) for f in MODELS}

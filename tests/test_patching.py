@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from calibrate.patching import (
+from vseam.calibrate.patching import (
     IMAGE_ROW,
     MODULES,
     ActivationPatcher,
@@ -19,7 +19,7 @@ from calibrate.patching import (
     write_lens_table,
 )
 from conftest import random_image
-from vseam.engine import HeadEngine
+from vseam.core.engine import HeadEngine
 
 Q = "Is the cat red?"
 

@@ -18,12 +18,16 @@ import time
 import numpy as np
 import pytest
 
-from calibrate.pipeline import Stage2Config, main, open_run, subsample, write_profiles
-from calibrate.profiles import HeadScores
-from calibrate.records import Box, EditedPair, Triple, VQARecord, read_jsonl, write_jsonl
+from vseam.calibrate.cli import main
+from vseam.calibrate.config import Stage2Config
+from vseam.calibrate.inputs import subsample
+from vseam.calibrate.profiles import write_profiles
+from vseam.calibrate.rundir import RunDir
+from vseam.calibrate.profiles import HeadScores
+from vseam.calibrate.records import Box, EditedPair, Triple, VQARecord, read_jsonl, write_jsonl
 from conftest import random_image
-from head_profiles import load_profile
-from vseam.errors import UserError
+from vseam.head_profiles import load_profile
+from vseam.core.errors import UserError
 from planted_heads import DISTRACTOR, POSITIVE, build_planted, clean_image, edited_image
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -126,7 +130,7 @@ def test_killed_run_resumes_to_byte_identical_profiles(planted_dir, triples_file
     shutil.copy(ref / "run.json", killed / "run.json")  # same creation time, as for a resumed run
     shutil.copy(ref / "config.json", killed / "config.json")
 
-    argv = [sys.executable, "-m", "calibrate.pipeline",
+    argv = [sys.executable, "-m", "vseam.calibrate.cli",
             *calibrate_argv(planted_dir, triples_file, killed, *opts)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -187,12 +191,12 @@ def test_one_sided_data_and_refusal_to_write_empty_profiles(planted_dir, tmp_pat
     assert prof.positive == [] and prof.negative[0].key == DISTRACTOR
     assert (prof.provenance.n_correct, prof.provenance.n_incorrect) == (0, 2)
 
-    run = open_run(tmp_path / "empty-run", {"k": 10})
+    run = RunDir(tmp_path / "empty-run", {"k": 10})
     flat = HeadScores(np.full((2, 4), 0.01), np.full((2, 4), -0.01), 3, 3)
     fp = load_profile(tmp_path / "run" / "profiles" / "gqa-all.json").fingerprint
     with pytest.raises(UserError, match="no profile written: profile 'gqa-all': no head qualifies"):
         write_profiles(run, {"all": (flat, [])}, fp, Stage2Config(), "mean-ablation exact", "gqa", None, print)
-    assert not (run.path / "profiles").exists()
+    assert not (run.root / "profiles").exists()
 
 
 def test_instructblip_directory_runs(tiny_instructblip_dir, tmp_path):

@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
-from calibrate.cli import main as calibrate_main
+from vseam.calibrate.cli import main as calibrate_main
 from gqa_fixture import write_vseam_gqa
-from head_profiles import load_profile
+from vseam.head_profiles import load_profile
 
 pytestmark = pytest.mark.timeout(1200)
 SUBTYPES = "color,animal,vehicle,spatial"  # the subtypes the offline editors handle (no diffusion model here)

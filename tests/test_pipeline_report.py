@@ -7,10 +7,10 @@ import types
 import numpy as np
 import pytest
 
-from calibrate.records import Box, VQARecord
-from calibrate.report import box_coverage, crop_geometry, record_overlap
+from vseam.calibrate.records import Box, VQARecord
+from vseam.calibrate.report import box_coverage, crop_geometry, record_overlap
 from planted_heads import POSITIVE, build_planted, clean_image
-from vseam.engine import HeadEngine
+from vseam.core.engine import HeadEngine
 
 CLIP = types.SimpleNamespace(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}, do_center_crop=True)
 

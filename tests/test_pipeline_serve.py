@@ -5,8 +5,8 @@ from __future__ import annotations
 import openai
 import pytest
 
-from calibrate.pipeline import main
-from head_profiles import load_profile
+from vseam.calibrate.cli import main
+from vseam.head_profiles import load_profile
 from planted_heads import DISTRACTOR, POSITIVE, build_planted, clean_image, edited_image
 from test_pipeline import calibrate_argv, make_triples
 from vllm_server import image_data_url, running_server, token_logprobs, vseam_serve
@@ -26,7 +26,7 @@ def calibrated(tmp_path_factory):
 
 
 def test_calibrated_profiles_serve(calibrated):
-    from vseam.engine import HeadEdits, HeadEngine
+    from vseam.core.engine import HeadEdits, HeadEngine
 
     model, profiles = calibrated
     assert [p.stem for p in profiles] == ["gqa-all", "gqa-attribute", "gqa-object", "gqa-relation"]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from patches.config import ENV_VAR, ProfileRef, ServeConfig, scale_table
-from patches.plugin import UnsupportedVllmVersion, check_vllm_version
+from vseam.serve.protocol import ENV_VAR, ProfileEntry, ServeConfig, scale_table
+from vseam.patches.plugin import UnsupportedVllmVersion, check_vllm_version
 from vllm_server import write_profile
 
 
@@ -25,9 +25,9 @@ def profiles(tiny_llava_dir, tmp_path_factory):
 
 
 def config_of(profiles, mode="per-request") -> ServeConfig:
-    from head_profiles import load_profile
+    from vseam.head_profiles import load_profile
 
-    return ServeConfig(mode=mode, profiles=[ProfileRef(name=load_profile(p).name, path=str(p)) for p in profiles])
+    return ServeConfig(mode=mode, profiles=[ProfileEntry.of(load_profile(p)) for p in profiles])
 
 
 def test_version_pin():
@@ -39,7 +39,7 @@ def test_version_pin():
 
 
 def test_scale_table_rows_follow_the_config(profiles):
-    from head_profiles import load_profile
+    from vseam.head_profiles import load_profile
 
     config = config_of(profiles)
     table = scale_table(config.load_profiles())
@@ -47,13 +47,13 @@ def test_scale_table_rows_follow_the_config(profiles):
     assert (table[0] == 1).all()
     np.testing.assert_array_equal(table[1], load_profile(profiles[0]).scales())
     np.testing.assert_array_equal(table[2], load_profile(profiles[1]).scales())
-    assert config.index_of() == {"none": 0, "colors": 1, "where": 2}
+    assert config.rows() == {"none": 0, "colors": 1, "where": 2}
 
 
 def test_tables_honour_the_profile_strength(profiles, tmp_path):
     """Per-request rows and the folded row both come from the profile's scales: 1 + αλ and 1 − αλ."""
-    from head_profiles import load_profile
-    from patches.head_scaling import build_state
+    from vseam.head_profiles import load_profile
+    from vseam.patches.head_scaling import build_state
 
     half = load_profile(profiles[1]).model_copy(update={"strength": 0.5}).save(tmp_path / "where.json")
     for mode in ("per-request", "static"):
@@ -64,7 +64,7 @@ def test_tables_honour_the_profile_strength(profiles, tmp_path):
 
 
 def test_runner_honours_only_profiles_the_middleware_resolved(profiles):
-    from patches.head_scaling import build_state
+    from vseam.patches.head_scaling import build_state
 
     config = config_of(profiles).model_copy(update={"default": "colors", "nonce": "abc"})
     state = build_state(config)
@@ -79,7 +79,7 @@ def test_runner_honours_only_profiles_the_middleware_resolved(profiles):
 REGISTER_SCRIPT = textwrap.dedent(
     """
     import json, os, sys
-    import patches.plugin as plugin
+    import vseam.patches.plugin as plugin
     from vllm.model_executor.models.llama import LlamaAttention
     from vllm.config import VllmConfig
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
@@ -119,13 +119,13 @@ def test_register_installs_once_with_config(profiles):
 
 
 def test_register_refuses_a_broken_config():
-    proc = subprocess.run([sys.executable, "-c", "import patches.plugin as p; p.register()"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", "import vseam.patches.plugin as p; p.register()"], capture_output=True,
                           text=True, env={**__import__("os").environ, ENV_VAR: "{not json"}, timeout=300)
     assert proc.returncode != 0 and f"{ENV_VAR} is set but is not a valid vseam serve config" in proc.stderr
 
 
 def test_token_rows_expand_requests_and_reset_padding():
-    from patches.token_profiles import TokenRowWriter
+    from vseam.patches.token_profiles import TokenRowWriter
 
     buf = torch.full((16,), 7, dtype=torch.long)
     w = TokenRowWriter(buf)
@@ -146,8 +146,8 @@ class PlainProjection(torch.nn.Linear):
 
 def test_per_token_scaling_matches_the_reference_engine(profiles):
     """Mixed batch: every token gets its own request's scales; equals the HF engine's per-row head edits."""
-    from patches.head_scaling import _scaled_class
-    from vseam.engine import HeadEdits, apply_head_edits
+    from vseam.patches.head_scaling import _scaled_class
+    from vseam.core.engine import HeadEdits, apply_head_edits
 
     table = torch.as_tensor(scale_table(config_of(profiles).load_profiles()), dtype=torch.float32)  # [3, L, H]
     layer, heads, head_dim = 1, 4, 32
@@ -174,7 +174,7 @@ def test_per_token_scaling_matches_the_reference_engine(profiles):
 
 
 def test_folding_scales_weight_columns_while_loading(profiles):
-    from patches.head_scaling import _fold_into_weight
+    from vseam.patches.head_scaling import _fold_into_weight
 
     scales = torch.tensor([1.9, 1.0, 0.0, 0.5])
     head_dim = 32
@@ -195,3 +195,15 @@ def test_folding_scales_weight_columns_while_loading(profiles):
     x = torch.randn(5, 4 * head_dim)
     want = torch.nn.functional.linear((x.view(5, 4, head_dim) * scales[:, None]).view(5, -1), checkpoint)
     torch.testing.assert_close(proj(x)[0], want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_profile_changed_in_transit_is_refused(profiles):
+    """vLLM processes apply exactly what `vseam serve` validated: content and sha256 travel together."""
+    from vseam.patches.head_scaling import build_state
+
+    config = config_of(profiles)
+    tampered = config.model_copy(deep=True)
+    tampered.profiles[0].profile["positive"][0]["lambda"] = 0.1
+    with pytest.raises(RuntimeError, match="does not match the content vseam serve validated"):
+        build_state(tampered)
+    assert build_state(config).table.shape == (3, 2, 4)

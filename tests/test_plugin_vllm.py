@@ -48,7 +48,7 @@ def profile_files(tiny_llava_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(tiny_llava_dir):
-    from vseam.engine import HeadEngine
+    from vseam.core.engine import HeadEngine
 
     e = HeadEngine.from_pretrained(str(tiny_llava_dir))
     yield e
@@ -58,8 +58,8 @@ def engine(tiny_llava_dir):
 @pytest.fixture(scope="module")
 def reference(engine, profile_files):
     """HF next-token log-probs for (profile, image seed, question text); cached."""
-    from head_profiles import load_profile
-    from vseam.engine import HeadEdits
+    from vseam.head_profiles import load_profile
+    from vseam.core.engine import HeadEdits
 
     scales = {"none": None, **{n: load_profile(p).scales() for n, p in profile_files.items()}}
     cache: dict = {}
@@ -316,7 +316,7 @@ class TestStaticFold:
 
 class TestInstructBlip:
     def test_per_request_fidelity(self, tiny_instructblip_dir, tmp_path_factory):
-        from vseam.engine import HeadEngine
+        from vseam.core.engine import HeadEngine
 
         model = str(tiny_instructblip_dir)
         out = tmp_path_factory.mktemp("ib-profiles")
@@ -326,8 +326,8 @@ class TestInstructBlip:
             cache = {}
 
             def ref(profile, seed, text):
-                from head_profiles import load_profile
-                from vseam.engine import HeadEdits
+                from vseam.head_profiles import load_profile
+                from vseam.core.engine import HeadEdits
 
                 if (profile, seed, text) not in cache:
                     edits = None if profile == "none" else HeadEdits.from_scales(load_profile(files[profile]).scales(), 1)

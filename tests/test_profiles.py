@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from head_profiles import HeadProfile, ProfileError, load_profile, parse_profile
-from head_profiles.model import SCHEMA_PATH, json_schema
+from vseam.head_profiles import HeadProfile, ProfileError, load_profile, parse_profile
+from vseam.head_profiles.model import SCHEMA_PATH, json_schema
 
 FP = {
     "architecture": "LlavaForConditionalGeneration",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibrate.profiles import EmptyProfileError, HeadScores, aggregate, build_profile, normalise, select_heads
-from head_profiles import Fingerprint, Provenance, parse_profile
+from vseam.calibrate.profiles import EmptyProfileError, HeadScores, aggregate, build_profile, normalise, select_heads
+from vseam.head_profiles import Fingerprint, Provenance, parse_profile
 
 FP = Fingerprint(architecture="LlavaForConditionalGeneration", model_id="t", num_layers=2, num_heads=3, head_dim=32)
 PV = Provenance(method="mean-ablation exact", tool_version="0", created="2025-01-01T00:00:00+00:00")

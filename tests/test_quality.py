@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calibrate.counterfactual import RuleRewriter
-from calibrate.editors import Recolor
-from calibrate.masks import default_dilation, polygon_mask
-from calibrate.quality import Thresholds, VisionFeatures, assess, cosine_similarity
-from calibrate.records import Box, VQARecord
+from vseam.calibrate.counterfactual import RuleRewriter
+from vseam.calibrate.editors import Recolor
+from vseam.calibrate.masks import default_dilation, polygon_mask
+from vseam.calibrate.quality import Thresholds, VisionFeatures, assess, cosine_similarity
+from vseam.calibrate.records import Box, VQARecord
 from regions import grown
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"

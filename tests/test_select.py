@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calibrate.records import EditedPair, VQARecord
-from calibrate.rundir import DoneLog
-from calibrate.select import eq4, predicted, select_triples, selection_run
+from vseam.calibrate.records import EditedPair, VQARecord
+from vseam.calibrate.rundir import DoneLog
+from vseam.calibrate.select import eq4, predicted, select_triples, selection_run
 
 QUESTIONS = ["Is the cup red?", "Is there a dog in this picture?", "Is the man to the left of the small wooden table?"]
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_llava_dir):
-    from vseam.engine import HeadEngine
+    from vseam.core.engine import HeadEngine
 
     return HeadEngine.from_pretrained(str(tiny_llava_dir))
 
@@ -102,7 +102,7 @@ def test_non_binary_pairs_are_skipped_and_run_dir_pins_the_model(engine, images,
     triples, summary = select_triples(engine, [pair], progress=False)
     assert triples == [] and summary.skipped == {"not a yes/no question": 1}
     selection_run(tmp_path / "sel", tiny_llava_dir)
-    from vseam.errors import UserError
+    from vseam.core.errors import UserError
 
     with pytest.raises(UserError, match="existing run was made with model="):
         selection_run(tmp_path / "sel", tiny_instructblip_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 import shlex
 import subprocess
 import sys
@@ -10,8 +11,9 @@ import time
 
 import pytest
 
-from patches.config import ENV_VAR, ServeConfig
-from serve.cli import MIDDLEWARE, main
+from vseam.head_profiles import load_profile
+from vseam.serve.protocol import ENV_VAR, ServeConfig, content_hash
+from vseam.serve.cli import MIDDLEWARE, main
 from vllm_server import write_profile
 
 
@@ -48,6 +50,10 @@ def test_dry_run_builds_the_vllm_command_and_env(tiny_llava_dir, files, capsys):
     config = ServeConfig.model_validate_json(env_part.split("=", 1)[1])
     assert env_part.startswith(ENV_VAR + "=")
     assert config.mode == "per-request" and config.names == ["colors", "where"] and config.default == "where"
+    # the profiles travel by content, with the hash of what was validated (no file is read again by vLLM)
+    for entry, path in zip(config.profiles, (files["good"], files["other"])):
+        assert entry.profile == json.loads(pathlib.Path(path).read_text())
+        assert entry.sha256 == content_hash(load_profile(path)) and entry.load() == load_profile(path)
     assert config.served_model_names == ["tiny"]
     assert len(config.nonce) == 16  # random per start (marks profile choices the middleware resolved)
     assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]

@@ -7,9 +7,10 @@ import json
 import pytest
 from starlette.testclient import TestClient
 
-from patches.config import ENV_VAR, ProfileRef, ServeConfig
-from serve.middleware import HeadProfileMiddleware
-from serve.resolve import MAX_SALT, ProfileTable, RequestError, profile_salt
+from vseam.head_profiles import load_profile
+from vseam.serve.protocol import ENV_VAR, ProfileEntry, ServeConfig
+from vseam.serve.middleware import HeadProfileMiddleware
+from vseam.serve.resolve import MAX_SALT, ProfileTable, RequestError, profile_salt
 from vllm_server import write_profile
 
 MODEL = "org/tiny-llava"
@@ -25,7 +26,7 @@ def profile_files(tiny_llava_dir, tmp_path_factory):
 
 
 def make_table(profile_files, mode="per-request", default="none", names=("colors", "where"), served=(MODEL,)):
-    refs = [ProfileRef(name=n, path=str(profile_files[n])) for n in names]
+    refs = [ProfileEntry.of(load_profile(profile_files[n])) for n in names]
     config = ServeConfig(mode=mode, profiles=refs, default=default, served_model_names=list(served), nonce="n0nce")
     return ProfileTable.from_config(config)
 
@@ -183,7 +184,7 @@ def test_middleware_passes_through_without_config(monkeypatch):
 
 
 def test_middleware_defers_unauthenticated_requests_to_vllm(profile_files):
-    refs = [ProfileRef(name="colors", path=str(profile_files["colors"]))]
+    refs = [ProfileEntry.of(load_profile(profile_files["colors"]))]
     table = ProfileTable.from_config(ServeConfig(mode="per-request", profiles=refs, api_keys=["sekret"]))
     c = TestClient(HeadProfileMiddleware(echo_app, table=table))
     bad = chat(vllm_xargs={"head_profile": "nope"})

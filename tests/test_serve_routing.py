@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from serve.routing import request_text, route, semantic_level
-from vseam.families import FAMILIES
+from vseam.serve.routing import request_text, route, semantic_level
+from vseam.core.families import FAMILIES
 
 CASES = [
     # attribute: asked outright, or a colour / material named without a relation

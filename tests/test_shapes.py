@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calibrate.datasets import shapes as S
-from calibrate.records import VQARecord
-from head_profiles import SUBTYPES
+from vseam.calibrate.datasets import shapes as S
+from vseam.calibrate.records import VQARecord
+from vseam.core.vocab import SUBTYPES
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +154,7 @@ def test_all_questions_agree_with_the_scene_graph():
 def test_every_word_of_the_world_is_one_token():
     """Shape, color, pattern and relation words are single tokens of the toy tokenizer (so answers and edits
     move one token), and the answer words stay single tokens."""
-    from vseam.toy_checkpoints import build_llama_tokenizer
+    from vseam.core.toy_checkpoints import build_llama_tokenizer
 
     tok = build_llama_tokenizer()
     words = list(S.SHAPES) + list(S.COLORS) + list(S.TEXTURES) + ["left", "right", "above", "below", S.CONTACT, "Yes", "No"]
@@ -166,8 +166,8 @@ def test_every_word_of_the_world_is_one_token():
 
 def test_registered_as_dataset_shapes(tmp_path):
     """`--dataset shapes` goes through the shared registry: the split is `--data`, selection options apply."""
-    from calibrate.datasets import available, load_dataset
-    from vseam.errors import UserError
+    from vseam.calibrate.datasets import available, load_dataset
+    from vseam.core.errors import UserError
 
     assert "shapes" in available()
     res = load_dataset("shapes", path="test", images=str(tmp_path), size=28, limit=14, seed=3)

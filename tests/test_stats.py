@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from benchmarks.stats import (OVERALL, bootstrap, compare, fold_indices, mcnemar, paired_bootstrap_ci, paired_tests,
+from vseam.benchmarks.stats import (OVERALL, bootstrap, compare, fold_indices, mcnemar, paired_bootstrap_ci, paired_tests,
                              stars)
 
 

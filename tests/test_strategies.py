@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.strategies import (
+from vseam.benchmarks.strategies import (
     ORIGINAL, RANDOM_REMOVE, RESCALING, WO_NEGATIVE, WO_POSITIVE, random_heads, read_manifest, strategy_profiles,
     write_strategies)
-from head_profiles import Fingerprint, Head, HeadProfile, Provenance, Scope, load_profile, now_iso
+from vseam.head_profiles import Fingerprint, Head, HeadProfile, Provenance, Scope, load_profile, now_iso
 
 POS = [(1, 2, 0.5), (3, 0, 0.8), (2, 7, 0.3)]
 NEG = [(3, 5, 0.9), (0, 1, 0.4)]
@@ -80,7 +80,7 @@ def test_write_and_read_manifest(tmp_path):
 
 
 def test_manifest_errors(tmp_path):
-    from vseam.errors import UserError
+    from vseam.core.errors import UserError
 
     bad = tmp_path / "strategies.json"
     bad.write_text('{"profiles": {"w/o everything": "x"}}')

@@ -85,7 +85,7 @@ def test_loads_with_from_pretrained_without_missing_keys(tiny_dir):
 
     model, info = AutoModelForImageTextToText.from_pretrained(str(tiny_dir), output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"], info
-    from vseam.families import family_for
+    from vseam.core.families import family_for
 
     processor = AutoProcessor.from_pretrained(str(tiny_dir))
     assert processor.tokenizer.convert_tokens_to_ids("<image>") != processor.tokenizer.unk_token_id
@@ -100,7 +100,7 @@ def test_loads_with_from_pretrained_without_missing_keys(tiny_dir):
 def test_builder_is_deterministic(tmp_path):
     from safetensors.torch import load_file
 
-    from vseam.toy_checkpoints import build
+    from vseam.core.toy_checkpoints import build
 
     build("llava", tmp_path / "a", seed=3)
     build("llava", tmp_path / "b", seed=3)

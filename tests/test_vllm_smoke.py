@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 def test_vllm_serves_tiny_llava(tiny_llava_dir):
     from openai import OpenAI
 
-    from vseam.engine import HeadEngine
+    from vseam.core.engine import HeadEngine
 
     engine = HeadEngine.from_pretrained(str(tiny_llava_dir))
     image = random_image(5)

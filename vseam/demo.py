@@ -28,13 +28,12 @@ import json
 import os
 import pathlib
 import shutil
-import subprocess
 import sys
 import time
 
-from serve.launch import ServerError, cpu_flags, free_port, launch, tail
+from vseam.serve.launch import ServerError, cpu_flags, free_port, launch, tail
+from vseam.core.vocab import SEMANTIC_LEVELS
 
-LEVELS = ("attribute", "object", "relation")
 SERVED_NAME = "shapes-llava"
 BUDGET_S = 15 * 60
 #: the extra arm: each level's heads at the paper's fixed K and full strength (Eq 10)
@@ -68,17 +67,25 @@ class Steps:
         return time.time() - self.t0
 
 
-def run(cmd: list[str], what: str) -> None:
-    """Run a vseam command in the foreground (its progress bars show); fail with its exit code.
+def calibrate_step(argv: list[str]) -> None:
+    """`calibrate ARGV` in this process (the same flags and defaults as the command line): the calibration stage
+    functions are called directly.
 
-    Torch runs single-threaded (OMP_NUM_THREADS=1 unless set): on 2 shared cores the tiny model is several times
-    faster that way than with threads that wait on each other.
+    Torch runs single-threaded (OMP_NUM_THREADS, default 1): on 2 shared cores the tiny model is several times faster
+    that way than with threads that wait on each other.
     """
-    print("$ " + " ".join(_short(c) for c in cmd[1:]), flush=True)
-    env = {"OMP_NUM_THREADS": "1", **os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    res = subprocess.run(cmd, env=env)
-    if res.returncode != 0:
-        raise DemoError(f"{what} failed (exit {res.returncode})")
+    import torch
+
+    from vseam.calibrate.cli import build_parser, calibrate_config
+    from vseam.calibrate.pipeline import calibrate
+    from vseam.core.errors import USER_ERRORS
+
+    print("$ calibrate " + " ".join(_short(c) for c in argv), flush=True)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    try:
+        calibrate(calibrate_config(build_parser().parse_args(argv)))
+    except USER_ERRORS as e:
+        raise DemoError(f"calibrate failed: {e}") from None
 
 
 def _short(arg: str) -> str:
@@ -94,7 +101,7 @@ def _short(arg: str) -> str:
 @contextlib.contextmanager
 def serving(model: pathlib.Path, profiles: list[pathlib.Path], log: pathlib.Path, port: int, timeout: float = 420):
     """`vseam serve` in its own process group; yields the base URL once /health answers; always stopped after."""
-    cmd = [sys.executable, "-m", "serve.cli", str(model), *[a for p in profiles for a in ("--head-profile", str(p))],
+    cmd = [sys.executable, "-m", "vseam.serve.cli", str(model), *[a for p in profiles for a in ("--head-profile", str(p))],
            "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port), *cpu_flags()]
     print("$ " + " ".join(_short(c) for c in cmd[1:]) + f"   (log: {_short(str(log))})", flush=True)
     env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
@@ -124,7 +131,7 @@ def level_profiles(folder: pathlib.Path, report: pathlib.Path) -> dict[str, path
     if not combined.exists():
         raise DemoError(f"calibrate wrote no profile in {folder} (see {report})")
     out = {}
-    for lv in LEVELS:
+    for lv in SEMANTIC_LEVELS:
         own = folder / f"shapes-{lv}.json"
         if own.exists():
             out[lv] = own
@@ -146,9 +153,9 @@ def evaluate(base_url: str, manifests: dict[str, pathlib.Path], paper: dict[str,
     The eval task's own functions do the work (arms from the manifests, requests, parsing, metrics, tests); only the
     records come from the shapes loader instead of GQA files.
     """
-    from benchmarks.client import Endpoint
-    from benchmarks.run import Arm, EvalConfig, arms_for, evaluate as run_eval
-    from vseam.families import FAMILIES
+    from vseam.benchmarks.client import Endpoint
+    from vseam.benchmarks.run import Arm, EvalConfig, arms_for, evaluate as run_eval
+    from vseam.core.families import FAMILIES
 
     arms, reference, _ = arms_for([f"{lv}={p}" for lv, p in manifests.items()])
     if paper:
@@ -162,7 +169,7 @@ def evaluate(base_url: str, manifests: dict[str, pathlib.Path], paper: dict[str,
 def headline_json(report: dict, profiles: dict[str, pathlib.Path], seconds: float) -> dict:
     """The demo's figures in one object: held-out accuracy per strategy and level, rescaling − original per level
     and overall (McNemar p, 95% paired-bootstrap CI), the K and α chosen for each level's profile."""
-    from head_profiles import load_profile
+    from vseam.head_profiles import load_profile
 
     acc = {label: {k: (None if v is None else round(100 * v, 2)) for k, v in row.items()}
            for label, row in report["headline"].items()}
@@ -212,7 +219,6 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     images = out / "images"
     steps = Steps(6)
-    py = sys.executable
     try:
         # 1 ------------------------------------------------------------------------------------------------------
         steps.start("model organism")
@@ -231,22 +237,22 @@ def main(argv: list[str] | None = None) -> int:
         # 2 ------------------------------------------------------------------------------------------------------
         steps.start("calibrate on shapes/calib (exact re-rendered counterfactuals -> Eq-4 triples -> heads)")
         calib = out / "calibrate"
-        run([py, "-m", "calibrate.pipeline", "--dataset", "shapes", "--data", "calib", "--images", str(images),
-             "--dataset-option", f"size={args.calib_size}", "--model", str(weights), "--out", str(calib),
-             "--k", str(args.k), *(["--select-on", str(args.select_on)] if args.select_on > 0 else []),
-             "--patching", str(args.patching), "--batch", "8", *args.calibrate_arg], "calibrate")
+        calibrate_step(["--dataset", "shapes", "--data", "calib", "--images", str(images),
+                        "--dataset-option", f"size={args.calib_size}", "--model", str(weights), "--out", str(calib),
+                        "--k", str(args.k), *(["--select-on", str(args.select_on)] if args.select_on > 0 else []),
+                        "--patching", str(args.patching), "--batch", "8", *args.calibrate_arg])
         profiles = level_profiles(calib / "profiles", calib / "report.md")
         # the paper-exact profiles (fixed K, α = 1) are the served ones themselves when nothing was chosen
         paper = {lv: calib / "profiles" / "paper" / p.name for lv, p in profiles.items()} if args.select_on > 0 else {}
 
         # 3 ------------------------------------------------------------------------------------------------------
         steps.start("Table-3 strategies of each level's profile")
+        from vseam.benchmarks.strategies import read_manifest, write_strategies
+
         manifests = {}
         for lv, prof in profiles.items():
-            d = out / "strategies" / lv
-            run([py, "-m", "vseam.cli", "eval", "strategies", str(prof), "--out", str(d), "--seed", "0"],
-                f"strategies ({lv})")
-            manifests[lv] = d / "strategies.json"
+            manifests[lv] = write_strategies(prof, out / "strategies" / lv, seed=0)
+            print(f"  {lv}: " + ", ".join(f"{s} = {n}" for s, n in read_manifest(manifests[lv]).items()), flush=True)
         # one file per profile name (levels served the combined profile share its strategy profiles)
         served = sorted({p.name: p for d in sorted((out / "strategies").iterdir()) for p in d.glob("*.json")
                          if p.name != "strategies.json"}.values())
@@ -254,12 +260,12 @@ def main(argv: list[str] | None = None) -> int:
 
         # 4-5 ----------------------------------------------------------------------------------------------------
         steps.start(f"vseam serve with {len(served)} profiles (per request)")
-        from calibrate.datasets import load_dataset
+        from vseam.calibrate.datasets import load_dataset
 
         test = load_dataset("shapes", path="test", images=str(images), size=args.test_size).records
         with serving(weights, served, out / "serve.log", free_port()) as (base, server_pid):
             steps.start(f"evaluate {len(test)} held-out questions x 5 strategies through the OpenAI API")
-            from head_profiles import load_profile
+            from vseam.head_profiles import load_profile
 
             paper_names = {lv: load_profile(p).name for lv, p in paper.items()} or None
             report = evaluate(base, manifests, paper_names, test, out / "eval", args.concurrency)

@@ -7,7 +7,7 @@ import dataclasses
 
 
 def cmd_toy_model(args) -> int:
-    from vseam.toy_checkpoints import ToySpec, build
+    from vseam.core.toy_checkpoints import ToySpec, build
 
     spec = ToySpec(**{k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(ToySpec)} and v is not None})
     build(args.arch, args.out, seed=args.seed, spec=spec)

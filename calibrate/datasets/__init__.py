@@ -1,4 +1,4 @@
-"""Dataset loaders: one module per file format, each yielding `calibrate.records.VQARecord`s.
+"""Dataset loaders: one module per file format, each yielding `vseam.calibrate.records.VQARecord`s.
 
 A loader is a function `loader(**options) -> LoadResult` registered under a dataset name with
 `@register_dataset("name")`. Callers go through `load_dataset(name, **options)`, which also applies the selection
@@ -7,21 +7,22 @@ loader only parses its format. Records that cannot be used (malformed entries, m
 are never fatal: they are counted by reason in `LoadResult.skipped` with the first few ids as examples.
 
 Registered names: `gqa` (official GQA files or V-SEAM's released subsets), `pope`, `cocoqa`, and `shapes` (the
-synthetic world, registered by `calibrate.datasets.shapes` when that module exists).
+synthetic world).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import pathlib
 import random
 from collections import defaultdict
 from typing import Callable, Iterable
 
-from calibrate.records import VQARecord
-from head_profiles import SUBTYPES
-from vseam.errors import UserError
+from vseam.calibrate.records import VQARecord
+from vseam.core.vocab import SUBTYPES
+from vseam.core.errors import UserError
 
 #: how many example ids to keep per skip reason
 EXAMPLES_PER_REASON = 5
@@ -68,10 +69,8 @@ Loader = Callable[..., LoadResult]
 #: dataset name -> loader
 DATASETS: dict[str, Loader] = {}
 
-#: modules whose import registers loaders; optional ones may be absent (another engineer's work in progress)
-_LOADER_MODULES = ("gqa", "pope", "cocoqa")
-_OPTIONAL_LOADER_MODULES = ("shapes",)
-_imported = False
+#: modules whose import registers loaders
+_LOADER_MODULES = ("gqa", "pope", "cocoqa", "shapes")
 
 
 def register_dataset(name: str) -> Callable[[Loader], Loader]:
@@ -86,19 +85,10 @@ def register_dataset(name: str) -> Callable[[Loader], Loader]:
     return deco
 
 
+@functools.cache
 def _import_loaders() -> None:
-    global _imported
-    if _imported:
-        return
-    _imported = True
     for mod in _LOADER_MODULES:
         importlib.import_module(f"{__name__}.{mod}")
-    for mod in _OPTIONAL_LOADER_MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{mod}":
-                raise
 
 
 def available() -> list[str]:
@@ -118,7 +108,8 @@ def load_dataset(
     seed: int = 0,
     **options,
 ) -> LoadResult:
-    """Load dataset `name` with its own `options` (paths etc.), then apply the shared selection options.
+    """Load dataset `name` with its own `options` (paths etc.), then apply the shared selection options (the
+    keyword arguments of `select_records`, spelled out here too so that a caller sees them in one place).
 
     subtypes:      keep only these subtypes (e.g. {"color", "spatial"})
     binary_only:   keep only yes/no questions
@@ -249,6 +240,15 @@ def existing_path(path: str | pathlib.Path, what: str) -> pathlib.Path:
     return p
 
 
+def found_image(result: LoadResult, images: pathlib.Path | None, candidates: Iterable[str], qid: object) -> str | None:
+    """The image file of an entry (see `resolve_image`), or None after counting the entry as "missing image"."""
+    image, found = resolve_image(images, candidates)
+    if not found:
+        result.skip("missing image", qid)
+        return None
+    return image
+
+
 def resolve_image(images: pathlib.Path | None, candidates: Iterable[str]) -> tuple[str, bool]:
     """(path, found) for the first candidate file name that exists in `images`; without an images dir, the first
     candidate unresolved and counted as found (the caller did not ask for image checks)."""
@@ -266,6 +266,7 @@ __all__ = [
     "DATASETS",
     "LoadResult",
     "available",
+    "found_image",
     "load_dataset",
     "register_dataset",
     "resolve_image",

@@ -11,9 +11,9 @@ from __future__ import annotations
 import csv
 import pathlib
 
-from calibrate.datasets import LoadResult, existing_path, register_dataset, resolve_image
-from calibrate.records import VQARecord
-from vseam.errors import UserError
+from vseam.calibrate.datasets import LoadResult, existing_path, register_dataset, found_image
+from vseam.calibrate.records import VQARecord
+from vseam.core.errors import UserError
 
 TYPES = {"0": "object", "1": "number", "2": "color", "3": "location"}
 #: V-SEAM CSV file-name prefix -> subtype
@@ -34,9 +34,8 @@ def _record(qid, question, answer, image_id, subtype, img_dir, result, meta) -> 
     if not question or not answer or not image_id:
         result.skip("malformed entry", qid)
         return
-    image, found = resolve_image(img_dir, image_candidates(image_id))
-    if not found:
-        result.skip("missing image", qid)
+    image = found_image(result, img_dir, image_candidates(image_id), qid)
+    if image is None:
         return
     result.records.append(
         VQARecord(

@@ -1,5 +1,5 @@
 """GQA: the official question files (`*_balanced_questions.json`) with scene graphs (`*_sceneGraphs.json`), and
-V-SEAM's released subsets (`calibrate.datasets.vseam_gqa`), both under the dataset name `gqa`.
+V-SEAM's released subsets (`vseam.calibrate.datasets.vseam_gqa`), both under the dataset name `gqa`.
 
 Official files hold every kind of GQA question; this loader keeps the binary ones that belong to one of the seven
 V-SEAM subtypes, read from each question's functional program (`semantic`):
@@ -13,75 +13,16 @@ Boxes come from the scene graph of the question's image.
 
 from __future__ import annotations
 
-import json
 import pathlib
-import re
-from typing import Any, Iterable
+from typing import Iterable
 
-from calibrate.datasets import LoadResult, existing_path, register_dataset, resolve_image
-from calibrate.datasets.vocab import category_of, is_action
-from calibrate.records import Box, VQARecord
-from vseam.errors import UserError
-
-#: "name (123)" / "name (-)" in program arguments; group 1 = name, group 2 = object id or "-"
-_ARG_OBJ = re.compile(r"^\s*(.*?)\s*\(([^()]*)\)\s*$")
-
-IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg")
-
-
-def read_json(path: pathlib.Path) -> Any:
-    try:
-        with open(path) as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
-
-
-def entries_of(data: Any, path: pathlib.Path) -> list[tuple[str | None, Any]]:
-    """(key, entry) pairs of a GQA-style file: a dict keyed by question id, or a list of entries."""
-    if isinstance(data, dict):
-        return list(data.items())
-    if isinstance(data, list):
-        return [(None, e) for e in data]
-    raise UserError(f"{path}: expected a list of questions or an object keyed by question id")
-
-
-def image_candidates(image_id: str) -> list[str]:
-    return [f"{image_id}{s}" for s in IMAGE_SUFFIXES]
-
-
-def program_ops(entry: dict) -> list[tuple[str, str]]:
-    """The functional program as (operation, argument) pairs."""
-    ops = []
-    for op in entry.get("semantic") or []:
-        if isinstance(op, dict):
-            ops.append((str(op.get("operation", "")), str(op.get("argument", ""))))
-    return ops
-
-
-def program_object_ids(entry: dict) -> list[str]:
-    """Object ids mentioned by the program, in order of first mention ("-" = not in the image, left out)."""
-    out: list[str] = []
-    for _, arg in program_ops(entry):
-        m = _ARG_OBJ.match(arg)
-        if not m:
-            continue
-        for oid in m.group(2).split(","):
-            oid = oid.strip()
-            if oid and oid != "-" and oid not in out:
-                out.append(oid)
-    return out
-
-
-def _arg_object(arg: str) -> tuple[str, str | None]:
-    m = _ARG_OBJ.match(arg)
-    if not m:
-        return arg.strip(), None
-    oid = m.group(2).strip()
-    return m.group(1), (None if oid in ("", "-") else oid)
-
+from vseam.calibrate.datasets import LoadResult, existing_path, register_dataset, found_image
+from vseam.calibrate.datasets.gqa_entries import (arg_object, entries_of, image_candidates, make_record,
+                                                  program_object_ids, program_ops, read_json)
+from vseam.calibrate.datasets.vocab import category_of, is_action
+from vseam.calibrate.datasets.vseam_gqa import load_subsets, subset_files
+from vseam.calibrate.records import Box
+from vseam.core.errors import UserError
 
 def classify(entry: dict) -> tuple[str, list[str]] | None:
     """(subtype, ids of the objects to edit, in order) of an official binary GQA question, or None."""
@@ -92,7 +33,7 @@ def classify(entry: dict) -> tuple[str, list[str]] | None:
     first_select = next(((a for o, a in ops if o == "select")), None)
     if first_select is None:
         return None
-    sel_name, sel_id = _arg_object(first_select)
+    sel_name, sel_id = arg_object(first_select)
     ids = [sel_id] if sel_id else []
     if last_op in ("verify color", "verify material") and len([o for o, _ in ops if o == "select"]) == 1:
         return last_op.split()[1], ids
@@ -104,39 +45,10 @@ def classify(entry: dict) -> tuple[str, list[str]] | None:
         if len(parts) < 3:
             return None
         rel = parts[1].strip()
-        rel_id = _arg_object(parts[-1])[1]
+        rel_id = arg_object(parts[-1])[1]
         boxes = ids + ([rel_id] if rel_id and rel_id not in ids else [])
         return ("action" if is_action(rel) else "spatial"), boxes
     return None
-
-
-def make_record(
-    qid: str,
-    entry: dict,
-    subtype: str | None,
-    boxes: list[Box],
-    image: str,
-    *,
-    scene: dict | None = None,
-    meta: dict | None = None,
-) -> VQARecord:
-    return VQARecord(
-        qid=str(qid),
-        dataset="gqa",
-        question=str(entry["question"]).strip(),
-        answer=str(entry["answer"]).strip().lower(),
-        image=image,
-        subtype=subtype,
-        boxes=boxes,
-        full_answer=entry.get("fullAnswer"),
-        scene=scene,
-        meta={
-            "image_id": str(entry.get("imageId", "")),
-            "program": entry.get("semanticStr") or "",
-            "types": entry.get("types") or {},
-            **(meta or {}),
-        },
-    )
 
 
 def _load_scene_graphs(path: str | pathlib.Path | None) -> dict | None:
@@ -189,9 +101,8 @@ def load_official(
                     "height": graph.get("height"),
                     "objects": {i: objects[i] for i in program_object_ids(entry) if i in objects},
                 }
-            image, found = resolve_image(images, image_candidates(image_id))
-            if not found:
-                result.skip("missing image", qid)
+            image = found_image(result, images, image_candidates(image_id), qid)
+            if image is None:
                 continue
             result.records.append(make_record(qid, entry, subtype, boxes, image, scene=scene, meta={"object_ids": ids}))
 
@@ -210,8 +121,6 @@ def _detect_format(files: list[pathlib.Path]) -> str:
 def _question_files(path: pathlib.Path) -> list[pathlib.Path]:
     if path.is_file():
         return [path]
-    from calibrate.datasets.vseam_gqa import subset_files
-
     subsets = subset_files(path)
     if subsets:
         return subsets
@@ -249,8 +158,6 @@ def load_gqa(
     graphs = _load_scene_graphs(scene_graphs)
     result = LoadResult(records=[], source=f"gqa ({fmt}) {root}")
     if fmt == "vseam":
-        from calibrate.datasets.vseam_gqa import load_subsets
-
         load_subsets(files, graphs, img_dir, result, subtype=subtype)
     else:
         load_official(files, graphs, img_dir, result)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import pathlib
 
-from calibrate.datasets import LoadResult, existing_path, register_dataset, resolve_image
-from calibrate.records import VQARecord
-from vseam.errors import UserError
+from vseam.calibrate.datasets import LoadResult, existing_path, register_dataset, found_image
+from vseam.calibrate.records import VQARecord
+from vseam.core.errors import UserError
 
 SPLITS = ("random", "popular", "adversarial")
 
@@ -68,9 +68,8 @@ def load_pope(path: str | pathlib.Path, *, images: str | pathlib.Path | None = N
             if label not in ("yes", "no"):
                 result.skip("label is not yes/no", qid)
                 continue
-            image, found = resolve_image(img_dir, [str(row["image"])])
-            if not found:
-                result.skip("missing image", qid)
+            image = found_image(result, img_dir, [str(row["image"])], qid)
+            if image is None:
                 continue
             result.records.append(
                 VQARecord(

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pathlib
 
-from calibrate.datasets import LoadResult, resolve_image
-from calibrate.datasets.gqa import entries_of, image_candidates, make_record, program_object_ids, read_json
-from calibrate.records import Box
-from head_profiles import SUBTYPES
-from vseam.errors import UserError
+from vseam.calibrate.datasets import LoadResult, found_image
+from vseam.calibrate.datasets.gqa_entries import entries_of, image_candidates, make_record, program_object_ids, read_json
+from vseam.calibrate.records import Box
+from vseam.core.vocab import SUBTYPES
+from vseam.core.errors import UserError
 
 
 def subset_subtype(path: pathlib.Path) -> str | None:
@@ -78,9 +78,8 @@ def load_subsets(
                 result.skip("malformed box", qid)
                 continue
             image_id = str(entry["imageId"])
-            image, found = resolve_image(images, image_candidates(image_id))
-            if not found:
-                result.skip("missing image", qid)
+            image = found_image(result, images, image_candidates(image_id), qid)
+            if image is None:
                 continue
             ids = program_object_ids(entry)
             scene = None

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m vseam.organism.card [--weights DIR] [--n 1400]
 
-Scores the committed checkpoint with the HF reference engine (`vseam.engine.HeadEngine`: the same prompt
+Scores the committed checkpoint with the HF reference engine (`vseam.core.engine.HeadEngine`: the same prompt
 rendering, padding and answer tokens the calibrator uses) on the "test" split of the `shapes` world — the split
 neither training nor checkpoint selection saw — and writes `card.json` (every number) and `MODEL_CARD.md`.
 A prediction is "yes" when P(Yes) > P(No) at the answer position.
@@ -28,7 +28,7 @@ def predict(engine, split: str, n: int, seed: int = 0, batch: int = 50, progress
     """(yes-predictions, gold yes, subtypes, P(yes|yes,no)) of the first `n` generator questions of `split`."""
     from tqdm import tqdm
 
-    from calibrate.datasets import shapes
+    from vseam.calibrate.datasets import shapes
 
     preds, gold, subtypes, pyes = [], [], [], []
     for start in tqdm(range(0, n, batch), desc=f"scoring {split}", disable=not progress):
@@ -49,7 +49,7 @@ def predict(engine, split: str, n: int, seed: int = 0, batch: int = 50, progress
 def evaluate(weights: pathlib.Path, n: int, progress: bool = True) -> dict:
     import torch
 
-    from vseam.engine import HeadEngine
+    from vseam.core.engine import HeadEngine
     from vseam.organism.data import summarize
 
     torch.set_num_threads(1)
@@ -142,7 +142,7 @@ def write_card(res: dict, weights: pathlib.Path) -> None:
         "* projector: 2-layer GELU MLP",
         f"* language model: Llama, {tc['num_hidden_layers']} layers × {tc['num_attention_heads']} heads of "
         f"head_dim {tc['head_dim']} (width {tc['hidden_size']}, MLP {tc['intermediate_size']}), "
-        f"vocabulary {tc['vocab_size']} (BPE trained on `vseam.toy_checkpoints.tokenizer_corpus()`)",
+        f"vocabulary {tc['vocab_size']} (BPE trained on `vseam.core.toy_checkpoints.tokenizer_corpus()`)",
         f"* {n_params / 1e6:.2f}M parameters, {size_mb:.1f} MB (fp32)",
         f"* model id `{ORGANISM_SPEC.model_id}`",
         "",
@@ -167,7 +167,7 @@ def write_card(res: dict, weights: pathlib.Path) -> None:
         "| subtype | level | accuracy |",
         "| --- | --- | --- |",
     ]
-    from head_profiles import SUBTYPE_LEVEL
+    from vseam.core.vocab import SUBTYPE_LEVEL
 
     for s, acc in res["subtype"].items():
         lines.append(f"| {s} | {SUBTYPE_LEVEL[s]} | {acc * 100:.1f}% |")

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from calibrate.datasets import shapes
-from head_profiles import SUBTYPES
-from vseam.families import FAMILIES
-from vseam.toy_checkpoints import CLIP_MEAN, CLIP_STD
+from vseam.calibrate.datasets import shapes
+from vseam.core.vocab import SUBTYPES
+from vseam.core.families import FAMILIES
+from vseam.core.files import atomic_write_with
+from vseam.core.toy_checkpoints import CLIP_MEAN, CLIP_STD
 
 FAMILY = FAMILIES["llava"]
 #: per-patch label vocabularies of the vision pre-training phase (index 0 = background)
@@ -65,7 +66,7 @@ def contact_pixels(scene: shapes.Scene) -> np.ndarray:
     masks = [shapes.object_mask(o, scene.size) for o in scene.objects]
     out = np.zeros((scene.size, scene.size), bool)
     for i, m in enumerate(masks):
-        grown = shapes._dilate(m, 1)
+        grown = shapes.grow_mask(m, 1)
         for j, other in enumerate(masks):
             if i != j:
                 out |= grown & other
@@ -111,9 +112,8 @@ class Pool:
 
     def save(self, path: pathlib.Path) -> None:
         arrays = {k: v for k, v in dataclasses.asdict(self).items() if isinstance(v, np.ndarray)}
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, questions=np.asarray(self.questions), facts=np.asarray(self.facts), **arrays)
-        tmp.replace(path)
+        atomic_write_with(path, lambda fh: np.savez(fh, questions=np.asarray(self.questions),
+                                                    facts=np.asarray(self.facts), **arrays))
 
     @staticmethod
     def load(path: pathlib.Path) -> "Pool":
@@ -292,7 +292,7 @@ def eval_set(split: str, n: int, seed: int = 0) -> EvalSet:
 
 def summarize(correct: np.ndarray, subtypes: Sequence[str]) -> dict:
     """Accuracy overall, per subtype and per semantic level."""
-    from head_profiles import SUBTYPE_LEVEL
+    from vseam.core.vocab import SEMANTIC_LEVELS, SUBTYPE_LEVEL
 
     subtypes = np.asarray(subtypes)
     out = {"overall": float(correct.mean()), "n": int(len(correct)), "subtype": {}, "level": {}}
@@ -300,7 +300,7 @@ def summarize(correct: np.ndarray, subtypes: Sequence[str]) -> dict:
         sel = subtypes == s
         if sel.any():
             out["subtype"][s] = float(correct[sel].mean())
-    for level in ("attribute", "object", "relation"):
+    for level in SEMANTIC_LEVELS:
         sel = np.isin(subtypes, [s for s, lv in SUBTYPE_LEVEL.items() if lv == level])
         if sel.any():
             out["level"][level] = float(correct[sel].mean())

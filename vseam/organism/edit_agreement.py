@@ -36,10 +36,10 @@ EDITOR_RECORDS = {
 def compare(n: int = 12, split: str = "calib", images: str | None = None, progress: bool = True) -> dict:
     from tqdm import tqdm
 
-    from calibrate.datasets import shapes
-    from calibrate.edit import dataset_counterfactual
-    from calibrate.editors import EditError, default_editors, masks_for
-    from calibrate.masks import BoxSegmenter, iou
+    from vseam.calibrate.datasets import shapes
+    from vseam.calibrate.edit import dataset_counterfactual
+    from vseam.calibrate.editors import EditError, default_editors, masks_for
+    from vseam.calibrate.masks import BoxSegmenter, iou
 
     pool = shapes.load_shapes(split, limit=max(70, 14 * n), images=images)
     editors = default_editors()

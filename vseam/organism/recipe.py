@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from vseam.toy_checkpoints import ToySpec
+from vseam.core.toy_checkpoints import ToySpec
 
 #: A LLaVA-1.5-layout model: CLIP ViT (64 px, 8-px patches -> 64 image tokens, 3 layers of which the first 2
 #: feed the projector, as vision_feature_layer=-2 does in LLaVA), 2-layer GELU projector, Llama LM with

@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import pathlib
 import shutil
 import sys
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vseam.core.files import atomic_write_with
 from vseam.organism import WEIGHTS_DIR
 from vseam.organism import data as D
 from vseam.organism.recipe import ORGANISM_SPEC, Recipe
@@ -51,7 +51,7 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
 
 class Trainer:
     def __init__(self, recipe: Recipe, work: pathlib.Path, progress: bool = True):
-        from vseam.toy_checkpoints import build
+        from vseam.core.toy_checkpoints import build
 
         self.recipe, self.work, self.progress = recipe, work, progress
         work.mkdir(parents=True, exist_ok=True)
@@ -103,9 +103,7 @@ class Trainer:
             "sampler": self.sampler.state(),
             "torch_rng": torch.get_rng_state(),
         }
-        tmp = self._ckpt_path().with_suffix(".tmp")
-        torch.save(blob, tmp)
-        os.replace(tmp, self._ckpt_path())
+        atomic_write_with(self._ckpt_path(), lambda fh: torch.save(blob, fh))
 
     def _resume(self) -> None:
         path = self._ckpt_path()
@@ -198,9 +196,7 @@ class Trainer:
         for i in tqdm(range(0, len(self.pool.images), 256), desc="vision features", disable=not self.progress):
             chunks.append(self.vision_features(self.pool.images[i : i + 256]))
         feats = torch.cat(chunks)
-        tmp = path.with_suffix(".tmp")
-        torch.save(feats, tmp)
-        os.replace(tmp, path)
+        atomic_write_with(path, lambda fh: torch.save(feats, fh))
         return feats
 
     def logits_from_features(self, feats: torch.Tensor, batch: dict, keep: int = 1) -> torch.Tensor:
@@ -339,7 +335,7 @@ class Trainer:
 
 def export(trainer: Trainer, out: pathlib.Path) -> dict:
     """Write the selected weights in the llava-hf layout to `out` (plus training metadata)."""
-    from vseam.toy_checkpoints import llava_hub_key, write_sharded
+    from vseam.core.toy_checkpoints import llava_hub_key, write_sharded
 
     best = trainer.work / "best.pt"
     state = torch.load(best) if best.exists() else trainer.model.state_dict()

@@ -5,8 +5,8 @@
 Scaling head h there by s is the same as scaling columns [h*head_dim, (h+1)*head_dim) of `o_proj.weight` by s;
 that identity is what lets the vLLM plugin fold a static profile into the weights.
 
-Names follow TransformerLens' `blocks.{l}.attn.hook_z` convention; the HF engine (`vseam.engine`), the vLLM
-patch (`patches.head_scaling`) and the docs all use this name.
+Names follow TransformerLens' `blocks.{l}.attn.hook_z` convention; the HF engine (`vseam.core.engine`), the vLLM
+patch (`vseam.patches.head_scaling`) and the docs all use this name.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """HF reference head engine: edit individual attention-head outputs of a Hugging Face VLM's language model.
 
 Everything vseam computes offline (triple selection, patching, attribution) and every fidelity test of the vLLM
-plugin goes through this module. It supports, at the `HEAD_OUT` point of each layer (see `vseam.hooks`):
+plugin goes through this module. It supports, at the `HEAD_OUT` point of each layer (see `vseam.core.hooks`):
 
 * per-head multiplicative scales (profile application, Eq 10; zeroing = scale 0),
 * mean-of-other-heads replacement of chosen heads (Eq 5),
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vseam.families import ModelFamily, family_for
-from vseam.hooks import mean_of_other_heads, split_heads
+from vseam.core.families import ModelFamily, family_for
+from vseam.core.hooks import mean_of_other_heads, split_heads
 
 
 @dataclasses.dataclass

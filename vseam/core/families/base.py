@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
-from head_profiles import Fingerprint
+from vseam.head_profiles import Fingerprint
 
 #: The instruction of Table 8 for binary (yes/no) tasks; the two families differ only in the case of "Yes or No".
 BINARY_SUFFIX = "Please answer the question using {yes} or {no}."

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from vseam.families.base import ModelFamily
+from vseam.core.families.base import ModelFamily
 
 SHORT_ANSWER_SYSTEM = "A chat between a curious user and an artificial intelligence assistant."
 

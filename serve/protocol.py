@@ -1,24 +1,28 @@
-"""How `vseam serve` tells every vLLM process which head profiles to apply: one environment variable.
+"""The head-profile protocol of `vseam serve`: what a request may name, and what every vLLM process is told.
 
-`vseam serve` validates the profiles, writes a `ServeConfig` as JSON into `VSEAM_HEAD_PROFILES` and then starts
-vLLM. vLLM hands its environment to the engine-core and worker processes, where the plugin (`patches.plugin`)
-reads the same config. Without the variable the plugin does nothing.
+Requests: a request names its profile in `vllm_xargs.head_profile` (`XARG`) or as the model name `MODEL:NAME`;
+`none` is the unmodified model and `auto` routes by the question's semantic level. The middleware writes the
+resolved name back into `vllm_xargs` together with this server's nonce (`NONCE_XARG`); the model runner honours a
+name only with that nonce.
 
-Profile rows are numbered the same way in every process: row 0 is `none` (all scales 1), row i is
-`profiles[i-1]`.
+Processes: `vseam serve` validates the profiles once and puts a `ServeConfig` into the environment variable
+`ENV_VAR` before it starts vLLM, which hands its environment to the API server, engine-core and worker processes.
+The config carries each profile's content and its sha256; a process that reads it checks the hash, so every
+process applies exactly what `vseam serve` validated. `ServeConfig.rows()` is the one mapping from profile name to
+scale-table row, used by the API server (listing, resolution) and by the engines (scaling).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import pathlib
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from head_profiles import HeadProfile, load_profile
+from vseam.head_profiles import HeadProfile, parse_profile
 
 ENV_VAR = "VSEAM_HEAD_PROFILES"
 NONE = "none"
@@ -30,11 +34,31 @@ XARG = "head_profile"
 NONCE_XARG = "vseam_nonce"
 
 
-class ProfileRef(BaseModel):
+def content_hash(profile: HeadProfile) -> str:
+    """sha256 of a profile's JSON (as `HeadProfile.to_json` writes it)."""
+    return hashlib.sha256(profile.to_json().encode()).hexdigest()
+
+
+class ProfileEntry(BaseModel):
+    """One profile as `vseam serve` validated it: its name, its content and the content's sha256."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    path: str
+    sha256: str
+    profile: dict = Field(description="the profile's JSON document")
+
+    @classmethod
+    def of(cls, profile: HeadProfile) -> "ProfileEntry":
+        return cls(name=profile.name, sha256=content_hash(profile), profile=json.loads(profile.to_json()))
+
+    def load(self) -> HeadProfile:
+        """The profile, after checking that it is what `vseam serve` validated."""
+        profile = parse_profile(self.profile, source=f"{ENV_VAR} profile '{self.name}'")
+        if profile.name != self.name or content_hash(profile) != self.sha256:
+            raise RuntimeError(f"{ENV_VAR}: profile '{self.name}' does not match the content vseam serve validated "
+                               "(sha256 differs); restart vseam serve")
+        return profile
 
 
 class ServeConfig(BaseModel):
@@ -43,7 +67,7 @@ class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal["per-request", "static"] = Field(description="static = one profile folded into o_proj weights")
-    profiles: list[ProfileRef] = Field(min_length=1)
+    profiles: list[ProfileEntry] = Field(min_length=1)
     default: str = Field(default=NONE, description="profile of requests that name none (per-request mode)")
     served_model_names: list[str] = Field(default_factory=list, description="for splitting 'MODEL:PROFILE'")
     api_keys: list[str] = Field(default_factory=list, description="vLLM's --api-key values (serve answers only those)")
@@ -73,17 +97,11 @@ class ServeConfig(BaseModel):
         return self.mode == "static"
 
     def load_profiles(self) -> list[HeadProfile]:
-        """Read the profile files again (in a vLLM process) and check they still carry the names serve saw."""
-        out = []
-        for ref in self.profiles:
-            profile = load_profile(ref.path)
-            if profile.name != ref.name:
-                raise RuntimeError(f"{ref.path}: profile name changed from '{ref.name}' to '{profile.name}' after startup")
-            out.append(profile)
-        return out
+        """The profiles, each checked against the hash `vseam serve` recorded."""
+        return [entry.load() for entry in self.profiles]
 
-    def index_of(self) -> dict[str, int]:
-        """Profile name -> row of the scale table (0 = none)."""
+    def rows(self) -> dict[str, int]:
+        """Profile name -> row of the scale table: 0 = none, then the profiles in order."""
         return {NONE: 0, **{name: i + 1 for i, name in enumerate(self.names)}}
 
 
@@ -101,5 +119,5 @@ def scale_table(profiles: list[HeadProfile]) -> np.ndarray:
     return table
 
 
-def absolute(path: str | pathlib.Path) -> str:
-    return str(pathlib.Path(path).expanduser().resolve())
+__all__ = ["AUTO", "ENV_VAR", "NONCE_XARG", "NONE", "ProfileEntry", "ServeConfig", "XARG", "content_hash",
+           "scale_table"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
-from head_profiles import Fingerprint
-from vseam.families.base import ModelFamily, read_config
-from vseam.families.instructblip import InstructBlipFamily
-from vseam.families.llava import LlavaFamily
+from vseam.head_profiles import Fingerprint
+from vseam.core.families.base import ModelFamily, read_config
+from vseam.core.families.instructblip import InstructBlipFamily
+from vseam.core.families.llava import LlavaFamily
 
 FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (LlavaFamily(), InstructBlipFamily())}
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from vseam.families.base import ModelFamily
+from vseam.core.families.base import ModelFamily
 
 
 class InstructBlipFamily(ModelFamily):
