@@ -1,4 +1,4 @@
-"""Serving overhead of head profiles: plain vLLM vs static (--fold) vs per-request (mixed profiles), one run.
+"""Serving overhead of head profiles: plain vLLM vs static (--fold) vs per-request (mixed profiles) vs LoRA, one run.
 
     .venv/bin/python -m vseam.benchmarks.serving_overhead [--model DIR] [--rounds 12] [--requests 48] [--concurrency 32]
                                                      [--max-tokens 32] [--layers 12 --hidden 768 --heads 24]
@@ -10,6 +10,9 @@ side, all with the same vLLM flags (fp32, default compiled mode):
   plain        `python -m vllm.entrypoints.openai.api_server` (the vseam plugin is installed but inert)
   static       `vseam serve --fold` with one profile folded into o_proj
   per-request  `vseam serve` with two profiles; requests pick none / profile A / profile B at random
+  lora         plain vLLM (`VLLM_PLUGINS=none`) with `--enable-lora` and both profiles exported by
+               `vseam profile export-lora`; requests pick the base model / adapter A / adapter B at random
+               (one spare adapter slot: vLLM 0.32's CPU LoRA ops give adapter-less tokens the last slot's adapter)
   plain-2      a second plain server, started last: plain-2 / plain is the noise floor between two identical
                servers on this machine (--no-control drops it)
 
@@ -71,13 +74,25 @@ def write_profiles(model: pathlib.Path, out: pathlib.Path) -> dict[str, pathlib.
 
 
 @contextlib.contextmanager
-def server(argv: list[str], log: pathlib.Path, timeout: float = 900):
+def server(argv: list[str], log: pathlib.Path, timeout: float = 900, env: dict | None = None):
     """The server of `argv` on a free port (logging to `log`); yields its base URL once healthy."""
-    with launch([*argv, "--port", "{port}"], log, timeout=timeout, grace=60) as (base, _proc):
+    with launch([*argv, "--port", "{port}"], log, env, timeout=timeout, grace=60) as (base, _proc):
         yield base
 
 
-def make_requests(model: str, n: int, max_tokens: int, profiles: list[str] | None, seed: int) -> list[dict]:
+def lora_flags(model: pathlib.Path, profiles: dict[str, pathlib.Path], out: pathlib.Path) -> list[str]:
+    """vLLM flags serving every profile as a LoRA adapter named after it (rank rounded up to one vLLM accepts)."""
+    from vseam.head_profiles.portable import export_lora
+
+    reports = {n: export_lora(p, model, out / f"lora-{n}") for n, p in profiles.items()}
+    need = max(r.rank for r in reports.values())
+    rank = min(r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= need)
+    return ["--enable-lora", "--max-loras", str(len(reports) + 1), "--max-lora-rank", str(rank),
+            "--lora-modules", *[f"{n}={r.out}" for n, r in reports.items()]]
+
+
+def make_requests(model: str, n: int, max_tokens: int, profiles: list[str] | None, seed: int,
+                  models: list[str] | None = None) -> list[dict]:
     """`n` chat requests, each with its own random image (so no mode gains from prefix or encoder cache reuse)."""
     import base64
     import io
@@ -98,7 +113,8 @@ def make_requests(model: str, n: int, max_tokens: int, profiles: list[str] | Non
         extra = {**fam.chat_extra_body, "ignore_eos": True}
         if profiles is not None:
             extra["vllm_xargs"] = {"head_profile": rng.choice(profiles)}
-        reqs.append(dict(model=model, messages=fam.chat_messages(fam.binary_text(QUESTIONS[i % len(QUESTIONS)]), url),
+        name = rng.choice(models) if models else model
+        reqs.append(dict(model=name, messages=fam.chat_messages(fam.binary_text(QUESTIONS[i % len(QUESTIONS)]), url),
                          max_tokens=max_tokens, temperature=0, extra_body=extra))
     return reqs
 
@@ -149,9 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         "per-request": [py, "-m", "vseam.serve.cli", str(model), *[a for p in profiles.values()
                                                               for a in ("--head-profile", str(p))], *common],
     }
+    argvs["lora"] = [*argvs["plain"], *lora_flags(model, profiles, work)]
     if not args.no_control:
         argvs["plain-2"] = argvs["plain"]
-    choices = {"plain": None, "static": None, "per-request": ["none", *names], "plain-2": None}
+    choices = {"plain": None, "static": None, "per-request": ["none", *names], "lora": None, "plain-2": None}
+    models = {"lora": [str(model), *names]}
+    envs = {"lora": {"VLLM_PLUGINS": "none"}}
     print(f"model {model}; logs in {work}", file=sys.stderr)
 
     times: dict[str, list[tuple[float, int]]] = {m: [] for m in argvs}
@@ -159,15 +178,17 @@ def main(argv: list[str] | None = None) -> int:
         bases = {}
         for mode, argv_ in argvs.items():
             print(f"starting {mode} server ...", file=sys.stderr, flush=True)
-            bases[mode] = stack.enter_context(server(argv_, work / f"{mode}.log"))
+            bases[mode] = stack.enter_context(server(argv_, work / f"{mode}.log", env=envs.get(mode)))
         modes = list(argvs)
         for mode in modes:  # warm-up: compile paths, encoder cache, prefix cache for every mode
             asyncio.run(run_round(bases[mode], make_requests(str(model), args.concurrency, args.max_tokens,
-                                                             choices[mode], seed=0), args.concurrency))
+                                                             choices[mode], seed=0, models=models.get(mode)),
+                                  args.concurrency))
         for r in range(args.rounds):
             order = modes[r % len(modes):] + modes[: r % len(modes)]
             for mode in order:
-                reqs = make_requests(str(model), args.requests, args.max_tokens, choices[mode], seed=r + 1)
+                reqs = make_requests(str(model), args.requests, args.max_tokens, choices[mode], seed=r + 1,
+                                     models=models.get(mode))
                 elapsed, tokens = asyncio.run(run_round(bases[mode], reqs, args.concurrency))
                 times[mode].append((elapsed, tokens))
                 print(f"round {r + 1}/{args.rounds} {mode:12s} {args.requests / elapsed:7.2f} req/s "

@@ -1,4 +1,4 @@
-"""`vseam profile ...`: validate, show, build from a hand-written head list, print scales, compare."""
+"""`vseam profile ...`: validate, show, build from a hand-written head list, print scales, compare, bake, export a LoRA."""
 
 from __future__ import annotations
 
@@ -100,6 +100,26 @@ def cmd_from_heads(args) -> int:
     return 0
 
 
+def cmd_bake(args) -> int:
+    from vseam.head_profiles.portable import BAKED_FILE, bake
+
+    r = bake(args.file, args.model, args.out)
+    print(f"wrote {r.out}: o_proj of layers {r.changed_layers} scaled in {', '.join(r.rewritten) or 'no file'}; "
+          f"{r.linked} files hard-linked, {r.copied} copied; provenance in {BAKED_FILE}")
+    return 0
+
+
+def cmd_export_lora(args) -> int:
+    from vseam.head_profiles.portable import export_lora
+
+    r = export_lora(args.file, args.model, args.out, max_rank=args.max_rank)
+    used = {l: n for l, n in r.layer_ranks.items() if n}
+    print(f"wrote {r.out}: LoRA adapter of rank {r.rank} on {len(r.modules)} o_proj modules "
+          f"(layer ranks {used}), {r.bytes / 2**20:.1f} MiB; serve it with vLLM --enable-lora "
+          f"--max-lora-rank >= {r.rank}")
+    return 0
+
+
 def cmd_schema(args) -> int:
     from vseam.head_profiles.model import json_schema, write_schema
 
@@ -151,6 +171,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("b", help="profile file, or paper:<model>-<target>")
     c.add_argument("--json", action="store_true", help="print the comparison as JSON")
     c.set_defaults(func=cmd_compare)
+
+    b = ps.add_parser("bake", help="write a copy of a checkpoint with the profile multiplied into its o_proj weights")
+    b.add_argument("file", help="head profile JSON")
+    b.add_argument("--model", required=True, help="checkpoint directory (or hub id in the local cache)")
+    b.add_argument("--out", required=True, help="new checkpoint directory (must not exist or be empty)")
+    b.set_defaults(func=cmd_bake)
+
+    lo = ps.add_parser("export-lora", help="write the profile as a PEFT LoRA adapter on the language model's o_proj")
+    lo.add_argument("file", help="head profile JSON")
+    lo.add_argument("--model", required=True, help="checkpoint directory (or hub id in the local cache)")
+    lo.add_argument("--out", required=True, help="adapter directory (must not exist or be empty)")
+    lo.add_argument("--max-rank", type=int, default=512,
+                    help="refuse adapters above this rank (default 512, the largest vLLM accepts)")
+    lo.set_defaults(func=cmd_export_lora)
 
     j = ps.add_parser("schema", help="print (or --write) the JSON schema of the profile format")
     j.add_argument("--write", action="store_true", help="regenerate head_profiles/schema.json")

@@ -12,6 +12,7 @@ viewed as [tokens, heads, head_dim]. Layer and head indices are 0-based and glob
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import math
 import pathlib
@@ -229,6 +230,10 @@ class HeadProfile(BaseModel):
             if doc["provenance"].get(key) is None:
                 doc["provenance"].pop(key, None)
         return json.dumps(doc, indent=2, sort_keys=False) + "\n"
+
+    def content_hash(self) -> str:
+        """sha256 of the profile's JSON (as `to_json` writes it): what a server or a baked checkpoint records."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     def save(self, path: str | pathlib.Path) -> pathlib.Path:
         from vseam.core.files import atomic_write_text

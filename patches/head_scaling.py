@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from vseam.core.hooks import column_scale, head_out_name
+from vseam.core.hooks import column_scale, head_out_name, unscalable_weight_reason
 from vseam.patches.wrap import wrap_once
 from vseam.serve.protocol import NONCE_XARG, NONE, XARG, ServeConfig, scale_table
 
@@ -177,6 +177,15 @@ def _fold_into_weight(o_proj: torch.nn.Module, head_scales: torch.Tensor, head_d
     weight = getattr(o_proj, "weight", None)
     if weight is None or getattr(weight, "input_dim", 1) != 1 or weight.dim() != 2:
         raise RuntimeError(f"vseam: {where}: --fold needs an unquantized o_proj weight [out, in]; serve without --fold")
+    reason = unscalable_weight_reason(weight.dtype)
+    online = getattr(getattr(o_proj, "quant_method", None), "uses_meta_device", False)
+    if reason is None and (weight.device.type == "meta" or online):
+        # vLLM's online quantization (--quantization fp8 on an fp16 checkpoint) creates the weight on the meta device
+        # and quantizes each shard as it loads: the fold would multiply into a weight that is then quantized
+        reason = ("o_proj is quantized while the checkpoint loads (online quantization, e.g. --quantization fp8); "
+                  "a folded scale would be rounded with it. Serve the profile per request instead (without --fold)")
+    if reason:
+        raise RuntimeError(f"vseam: {where}: --fold: {reason}")
     cols = column_scale(head_scales, head_dim)  # [local_heads * head_dim]
     if weight.shape[1] != cols.numel():
         raise RuntimeError(f"vseam: {where}: o_proj has {weight.shape[1]} input columns, expected {cols.numel()}")
@@ -223,9 +232,25 @@ def token_rows_size() -> int:
     return int(sched.max_num_batched_tokens) + TOKEN_ROWS_SLACK
 
 
-def _scale_per_token(o_proj: torch.nn.Module, local_table: torch.Tensor, state: ScalingState) -> None:
+def buffer_device(o_proj: torch.nn.Module) -> torch.device:
+    """Where o_proj's scale buffers live: beside its weights, or, when the weights are still on the meta device
+    (vLLM's online quantization materializes them shard by shard while loading), on the engine's device."""
     params = list(o_proj.parameters())
     device = params[0].device if params else torch.get_default_device()
+    if device.type != "meta":
+        return device
+    from vllm.config import get_current_vllm_config
+
+    engine_device = getattr(get_current_vllm_config().device_config, "device", None)
+    if engine_device is None or torch.device(engine_device).type == "meta":
+        raise RuntimeError("vseam: o_proj weights are on the meta device and vLLM names no device for the engine; "
+                           "per-request head scaling cannot place its buffers (serve without online quantization)")
+    return torch.device(engine_device)
+
+
+def _scale_per_token(o_proj: torch.nn.Module, local_table: torch.Tensor, state: ScalingState) -> None:
+    device = buffer_device(o_proj)
+    params = list(o_proj.parameters())
     dtype = getattr(o_proj, "params_dtype", None) or (params[0].dtype if params else torch.float32)
     if state.token_rows is None:
         state.token_rows = torch.zeros(token_rows_size(), dtype=torch.long, device=device)

@@ -38,7 +38,12 @@ from vllm.config import VllmConfig
 from vllm.config.multimodal import MultiModalDummyOptions
 from vllm.model_executor.layers.activation import get_act_fn
 from vllm.model_executor.models.blip import BlipVisionModel
-from vllm.model_executor.models.interfaces import MultiModalEmbeddings, SupportsMultiModal, SupportsPP
+from vllm.model_executor.models.interfaces import (
+    MultiModalEmbeddings,
+    SupportsLoRA,
+    SupportsMultiModal,
+    SupportsPP,
+)
 from vllm.model_executor.models.module_mapping import MultiModelKeys
 from vllm.model_executor.models.utils import AutoWeightsLoader, init_vllm_registered_model, maybe_prefix
 from vllm.multimodal import MULTIMODAL_REGISTRY
@@ -310,7 +315,13 @@ def _pad_rows(rows: torch.Tensor | Sequence[torch.Tensor], fill: int) -> torch.T
     info=InstructBlipProcessingInfo,
     dummy_inputs=InstructBlipDummyInputsBuilder,
 )
-class InstructBlipForConditionalGeneration(nn.Module, SupportsMultiModal, SupportsPP):
+class InstructBlipForConditionalGeneration(nn.Module, SupportsMultiModal, SupportsPP, SupportsLoRA):
+    #: LoRA adapters (e.g. `vseam profile export-lora`) target the Llama language model's layers; vLLM fuses these
+    packed_modules_mapping = {
+        "qkv_proj": ["q_proj", "k_proj", "v_proj"],
+        "gate_up_proj": ["gate_proj", "up_proj"],
+    }
+
     @classmethod
     def get_placeholder_str(cls, modality: str, i: int) -> str | None:
         if modality.startswith("image"):

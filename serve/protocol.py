@@ -14,7 +14,6 @@ scale-table row, used by the API server (listing, resolution) and by the engines
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Literal
@@ -36,7 +35,7 @@ NONCE_XARG = "vseam_nonce"
 
 def content_hash(profile: HeadProfile) -> str:
     """sha256 of a profile's JSON (as `HeadProfile.to_json` writes it)."""
-    return hashlib.sha256(profile.to_json().encode()).hexdigest()
+    return profile.content_hash()
 
 
 class ProfileEntry(BaseModel):

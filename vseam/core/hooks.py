@@ -37,3 +37,18 @@ def mean_of_other_heads(a: torch.Tensor) -> torch.Tensor:
 def column_scale(scales: torch.Tensor, head_dim: int) -> torch.Tensor:
     """Per-head scales [..., H] -> per-column scales [..., H*head_dim] of the o_proj input (for weight folding)."""
     return scales.repeat_interleave(head_dim, dim=-1)
+
+
+#: weight dtypes a head scale can be multiplied into without losing it. An int8 or fp8 weight would truncate or
+#: round the product (int8: 0.9 -> 0, heads silently zeroed); such checkpoints need activation-side scaling
+#: (vseam serve's per-request mode).
+SCALABLE_WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def unscalable_weight_reason(dtype: torch.dtype) -> str | None:
+    """Why head scales cannot be folded into an o_proj weight of `dtype` (None when they can)."""
+    if dtype in SCALABLE_WEIGHT_DTYPES:
+        return None
+    return (f"o_proj weight is stored as {str(dtype).removeprefix('torch.')} (quantized); multiplying head scales "
+            f"into it would truncate or round them. Serve the profile per request instead (vseam serve without "
+            f"--fold), which scales the attention outputs and is right for quantized checkpoints")
