@@ -274,27 +274,34 @@ def _progress(total: int, desc: str, unit: str = "question"):
     return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=True)
 
 
+def score_chunk(attributor: HeadAttributor, images, questions, answers, method: str,
+                heads: Sequence[tuple[int, int]] | None) -> tuple[Baseline, np.ndarray]:
+    """One chunk's baseline and Δp: every head by `method`, or (heads given) the exact re-score of those heads."""
+    if heads is not None:
+        return attributor.exact(images, questions, answers, heads=heads)
+    return attributor.score(method, images, questions, answers)
+
+
 def attribute_units(
-    attributor: HeadAttributor, units: Sequence[Unit], log: DoneLog, method: str, batch: int, desc: str,
-    heads: Sequence[tuple[int, int]] | None = None,
+    attributor: HeadAttributor | None, units: Sequence[Unit], log: DoneLog, method: str, batch: int, desc: str,
+    heads: Sequence[tuple[int, int]] | None = None, pool=None,
 ) -> None:
     """Score every input of every unit with `method` into `log` (heads: exact re-scoring of candidates only).
 
     Units go in fixed chunks of `batch`; a chunk already logged is skipped, one cut short by a kill is recomputed
-    whole (same batch) and only its new rows are logged."""
+    whole (same batch) and only its new rows are logged. With a `pool` (`vseam.calibrate.distributed`) the same
+    chunks are scored by its Ray workers and logged as they finish."""
     bar = _progress(len(units), desc)
+    todo: list[tuple[int, list]] = []  # (units in the chunk, its inputs)
     for start in range(0, len(units), batch):
         chunk = units[start : start + batch]
         inputs = [inp for unit in chunk for inp in unit]
         if all(inp.key in log for inp in inputs):
             bar.update(len(chunk))
-            continue
-        images = [load_image(inp.image, f"input {inp.key}") for inp in inputs]
-        questions, answers = [i.question for i in inputs], [i.answer for i in inputs]
-        if heads is not None:
-            base, delta = attributor.exact(images, questions, answers, heads=heads)
         else:
-            base, delta = attributor.score(method, images, questions, answers)
+            todo.append((len(chunk), inputs))
+
+    def record(inputs, base: Baseline, delta: np.ndarray) -> None:
         for i, inp in enumerate(inputs):
             if inp.key in log:
                 continue
@@ -305,7 +312,23 @@ def attribute_units(
             else:
                 item["heads"] = [[l, h, float(delta[i, l, h])] for l, h in heads]
             log.append(item)
-        bar.update(len(chunk))
+
+    def load(inp):
+        return load_image(inp.image, f"input {inp.key}")
+
+    if pool is None:
+        for n_units, inputs in todo:
+            images = [load(inp) for inp in inputs]
+            record(inputs, *score_chunk(attributor, images, [i.question for i in inputs],
+                                        [i.answer for i in inputs], method, heads))
+            bar.update(n_units)
+    else:  # `pool`: a `vseam.calibrate.distributed.RayPool`; the driver reads the images and ships them
+        jobs = (([load(i) for i in inputs], [i.question for i in inputs], [i.answer for i in inputs])
+                for _, inputs in todo)
+        for index, (base, delta) in pool.map_unordered(jobs, method, heads):
+            n_units, inputs = todo[index]
+            record(inputs, base, delta)
+            bar.update(n_units)
     bar.close()
 
 

@@ -125,6 +125,10 @@ def add_calibrate_arguments(p: argparse.ArgumentParser) -> None:
         help="debugging: keep every edited pair as a triple, even when the edit does not flip the model",
     )
     g.add_argument("--restart", action="store_true", help="discard the run dir's recorded results and start over")
+    g.add_argument("--workers", type=int, default=0,
+                   help="head attribution on N Ray workers, each with its own model copy (default 0: this process; "
+                        "needs pip install 'vseam[ray]')")
+    g.add_argument("--ray-address", help="join this Ray cluster (e.g. ray://head:10001 or auto); default a local Ray")
     g.add_argument("--device", default="cpu")
     g.add_argument("--dtype", default="float32", choices=DTYPES)
 
@@ -163,6 +167,7 @@ def calibrate_config(args) -> CalibrateConfig:
         stage2=stage2, out=args.out, triples=args.triples, questions=args.questions,
         no_eq4_filter=args.no_eq4_filter, restart=args.restart, max_rows=args.max_rows,
         overlap_images=args.overlap_triples, device=args.device, dtype=args.dtype,
+        workers=args.workers, ray_address=args.ray_address,
     )
 
 

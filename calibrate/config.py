@@ -165,8 +165,16 @@ class CalibrateConfig:
     overlap_images: int = 32
     device: str = "cpu"
     dtype: str = "float32"
+    #: head attribution on this many Ray workers (0: in this process); not part of the run's identity, so a run
+    #: may resume with another worker count and gets the same profile
+    workers: int = 0
+    ray_address: str | None = None
 
     def __post_init__(self):
+        if self.workers < 0:
+            raise UserError(f"--workers {self.workers}: give 0 (this process) or more")
+        if self.ray_address and not self.workers:
+            raise UserError("--ray-address names a Ray cluster for --workers; give --workers N too")
         if self.triples and self.questions:
             raise UserError("--triples and --questions both replace stage 1; give one of them")
         if self.dtype not in DTYPES:

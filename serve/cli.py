@@ -40,6 +40,13 @@ def _add_arguments(p: argparse.ArgumentParser, with_model: bool) -> None:
                    help="static mode: fold the (single) profile into o_proj weights at load; requests cannot choose")
     p.add_argument("--default-profile", metavar="NAME", default=None,
                    help="profile of requests that name none (per-request mode; default: none)")
+    p.add_argument("--max-head-profiles", type=int, default=0, metavar="N",
+                   help="reserve room for N profiles at once, so the admin routes can load and retire profiles "
+                        "without a restart (like vLLM's --max-loras)")
+    p.add_argument("--admin-key", default=None, metavar="KEY",
+                   help="key of the admin routes (POST/DELETE /v1/head_profiles); default: the server's --api-key")
+    p.add_argument("--enable-profile-admin", action="store_true",
+                   help="allow the admin routes even when no key is configured (trusted networks only)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the vLLM command instead of running it")
 
 
@@ -104,7 +111,8 @@ def _fingerprint(model: str):
 
 
 def build_config(model: str, profile_files: list[str], fold: bool, default: str | None,
-                 vllm_args: list[str]) -> ServeConfig:
+                 vllm_args: list[str], max_profiles: int = 0, admin_key: str | None = None,
+                 enable_admin: bool = False) -> ServeConfig:
     """Validate everything `vseam serve` can check before vLLM starts; raise UserError/ProfileError naming the file."""
     from vseam.head_profiles import load_profile
     from vseam.patches.plugin import UnsupportedVllmVersion, check_vllm_version
@@ -137,13 +145,29 @@ def build_config(model: str, profile_files: list[str], fold: bool, default: str 
         default = default or NONE
         if default == AUTO or (default != NONE and default not in names):
             raise UserError(f"--default-profile {default}: not a loaded profile; choose one of: none, {', '.join(names)}")
+    if max_profiles < 0:
+        raise UserError(f"--max-head-profiles {max_profiles}: give 0 or more")
+    if max_profiles and fold:
+        raise UserError("--max-head-profiles: with --fold the profile is part of the weights; profiles cannot be "
+                        "loaded at run time")
+    if max_profiles and max_profiles < len(refs):
+        raise UserError(f"--max-head-profiles {max_profiles}: {len(refs)} profiles are loaded at startup already")
+    if (admin_key or enable_admin) and not max_profiles:
+        raise UserError("--admin-key / --enable-profile-admin: give --max-head-profiles N to reserve room for "
+                        "profiles loaded at run time")
+    api_keys = _flag_values(vllm_args, "--api-key")
+    has_key = bool(admin_key or api_keys or os.environ.get("VLLM_API_KEY"))
     config = ServeConfig(
         mode="static" if fold else "per-request",
         profiles=refs,
         default=default,
         served_model_names=_flag_values(vllm_args, "--served-model-name") or [model],
-        api_keys=_flag_values(vllm_args, "--api-key"),
+        api_keys=api_keys,
         nonce=secrets.token_hex(8),
+        capacity=max_profiles,
+        admin=bool(max_profiles) and (has_key or enable_admin),
+        admin_keys=[admin_key] if admin_key else [],
+        fingerprint=fingerprint.model_dump(),
     )
     size = len(config.to_env().encode())
     if size > MAX_ENV_BYTES:
@@ -169,13 +193,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not model:
             raise UserError("give the model first: vseam serve MODEL --head-profile FILE [...]")
-        config = build_config(model, args.head_profile, args.fold, args.default_profile, vllm_args)
+        config = build_config(model, args.head_profile, args.fold, args.default_profile, vllm_args,
+                              args.max_head_profiles, args.admin_key, args.enable_profile_admin)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     cmd = vllm_command(model, vllm_args)
     env = {**os.environ, ENV_VAR: config.to_env()}
     summary = (f"vseam serve: {config.mode} mode, profiles {', '.join(config.names)}, default '{config.default}'")
+    if config.capacity:
+        summary += (f", room for {config.capacity} profiles (admin routes "
+                    f"{'on' if config.admin else 'off: no key; add --admin-key or --enable-profile-admin'})")
     if args.dry_run:
         print(summary)
         print(f"{ENV_VAR}={shlex.quote(config.to_env())} {shlex.join(cmd)}")

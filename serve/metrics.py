@@ -23,7 +23,12 @@ def counters():
         "Requests refused because of their head profile choice (unknown_profile, static_mode, conflict, bad_field)",
         ["reason"],
     )
-    return requests, rejected
+    admin = Counter(
+        "vseam_head_profile_admin",
+        "Head profiles loaded or retired at run time through the admin routes",
+        ["action"],
+    )
+    return requests, rejected, admin
 
 
 def count_request(profile: str, via: str) -> None:
@@ -32,3 +37,7 @@ def count_request(profile: str, via: str) -> None:
 
 def count_rejection(reason: str) -> None:
     counters()[1].labels(reason=reason).inc()
+
+
+def count_admin(action: str) -> None:
+    counters()[2].labels(action=action).inc()

@@ -33,6 +33,20 @@ XARG = "head_profile"
 NONCE_XARG = "vseam_nonce"
 
 
+#: worker method (`collective_rpc`) that writes one row of the scale table at run time (`vseam.patches.head_scaling`)
+SLOT_RPC = "vseam_set_profile_slot"
+
+#: longest request-supplied text vseam echoes in an error body or a log line
+MAX_ECHO = 64
+
+
+def echo(text: object, limit: int = MAX_ECHO) -> str:
+    """A request-supplied value as vseam repeats it back: cut to `limit` characters, saying how long it was."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
+
 def content_hash(profile: HeadProfile) -> str:
     """sha256 of a profile's JSON (as `HeadProfile.to_json` writes it)."""
     return profile.content_hash()
@@ -71,6 +85,10 @@ class ServeConfig(BaseModel):
     served_model_names: list[str] = Field(default_factory=list, description="for splitting 'MODEL:PROFILE'")
     api_keys: list[str] = Field(default_factory=list, description="vLLM's --api-key values (serve answers only those)")
     nonce: str = Field(default="", description="random per start; marks profile choices the middleware resolved")
+    capacity: int = Field(default=0, ge=0, description="--max-head-profiles: profiles loadable at once (0: as loaded)")
+    admin: bool = Field(default=False, description="admin routes (load / retire profiles at run time) are on")
+    admin_keys: list[str] = Field(default_factory=list, description="keys the admin routes accept (else api_keys)")
+    fingerprint: dict | None = Field(default=None, description="the served model's fingerprint (admin loads)")
 
     # ---- env round trip ----------------------------------------------------------------------------------------
     def to_env(self) -> str:
@@ -103,13 +121,18 @@ class ServeConfig(BaseModel):
         """Profile name -> row of the scale table: 0 = none, then the profiles in order."""
         return {NONE: 0, **{name: i + 1 for i, name in enumerate(self.names)}}
 
+    def table_rows(self) -> int:
+        """Rows of the scale table: `none`, the startup profiles, and free slots up to `capacity` profiles."""
+        return 1 + max(len(self.profiles), self.capacity)
 
-def scale_table(profiles: list[HeadProfile]) -> np.ndarray:
-    """[P + 1, L, H] per-head scales (Eq 10); row 0 is the unmodified model."""
+
+def scale_table(profiles: list[HeadProfile], rows: int | None = None) -> np.ndarray:
+    """[rows, L, H] per-head scales (Eq 10); row 0 is the unmodified model, rows past the profiles (free slots for
+    profiles loaded at run time) are too. `rows` defaults to P + 1."""
     if not profiles:
         raise ValueError("no profiles")
     first = profiles[0].scales()
-    table = np.ones((len(profiles) + 1, *first.shape), dtype=np.float64)
+    table = np.ones((max(rows or 0, len(profiles) + 1), *first.shape), dtype=np.float64)
     for i, p in enumerate(profiles):
         s = p.scales()
         if s.shape != first.shape:
@@ -118,5 +141,5 @@ def scale_table(profiles: list[HeadProfile]) -> np.ndarray:
     return table
 
 
-__all__ = ["AUTO", "ENV_VAR", "NONCE_XARG", "NONE", "ProfileEntry", "ServeConfig", "XARG", "content_hash",
-           "scale_table"]
+__all__ = ["AUTO", "ENV_VAR", "NONCE_XARG", "NONE", "ProfileEntry", "SLOT_RPC", "ServeConfig", "XARG",
+           "content_hash", "echo", "scale_table"]

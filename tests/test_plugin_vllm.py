@@ -256,10 +256,10 @@ class TestPerRequest:
         }
 
 
-def vseam_metrics(server: str) -> dict[str, float]:
+def vseam_metrics(server: str, headers: dict | None = None) -> dict[str, float]:
     """The vseam counters on the server's /metrics: sample name with labels -> value."""
     samples = {}
-    for line in httpx.get(f"{server}/metrics", timeout=10).text.splitlines():
+    for line in httpx.get(f"{server}/metrics", headers=headers, timeout=10).text.splitlines():
         if line.startswith("vseam_head_profile_") and "_total" in line:
             name, value = line.rsplit(" ", 1)
             samples[name] = float(value)
@@ -342,3 +342,73 @@ class TestInstructBlip:
                 check_fidelity(base, engine, model, ref, {"none": "none", "colors": "colors", "where": "where"})
         finally:
             engine.close()
+
+
+# ---- profiles loaded and retired at run time (admin routes) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_admin_load_serve_retire_while_running(tiny_llava_dir, tmp_path, profile_files, engine, reference, compiled):
+    """Start with `colors` and room for 3; load `where` and a hand-written profile through the admin route, serve
+    them (logprobs equal the HF reference), retire `where` while requests on it run (they finish with the answers
+    they had before; new ones get 400), then load it again into the freed slot."""
+    model = str(tiny_llava_dir)
+    extra = [] if compiled else ["--enforce-eager"]
+    argv = vseam_serve(model, [profile_files["colors"]], "--max-head-profiles", "3", "--api-key", "k", *extra)
+    auth = {"Authorization": "Bearer k"}
+    where_doc = profile_files["where"].read_text()
+    foreign = write_profile(tiny_llava_dir, tmp_path, "foreign", "object", "L0.H2=0.5")
+    foreign_doc = foreign.read_text().replace('"num_heads": 4', '"num_heads": 8')
+    with running_server(argv, timeout=600) as (base, _log):
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0)
+        admin = httpx.Client(base_url=base, headers=auth, timeout=60)
+        assert httpx.post(f"{base}/v1/head_profiles", content=where_doc, timeout=60).status_code == 401
+        r = admin.post("/v1/head_profiles", content=foreign_doc)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "fingerprint", r.text
+        r = admin.post("/v1/head_profiles", content=where_doc)
+        assert r.status_code == 200 and r.json()["row"] == 2, r.text
+        assert admin.get("/v1/head_profiles").json()["selectable"] == ["none", "colors", "where", "auto"]
+        check = {}
+        for seed, q in [(5, QUESTIONS[0]), (6, QUESTIONS[1])]:
+            text = engine.family.binary_text(q)
+            for name in ("where", "colors", "none"):
+                resp = client.chat.completions.create(**request_kwargs(engine, model, seed, text, name))
+                check[name, seed] = first_token_error(resp.choices[0], reference(name, seed, text))
+        assert max(check.values()) <= TOL, check
+
+        # retire while 24 requests on it are running
+        kws = [request_kwargs(engine, model, 40 + i % 3, engine.family.binary_text(QUESTIONS[i % 5]), "where",
+                              max_tokens=24, top=1, cache_salt=f"before-{i}") for i in range(24)]
+        before = [client.chat.completions.create(**kw).choices[0].message.content for kw in kws]
+
+        async def retire_while_running():
+            aclient = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="k", timeout=600, max_retries=0)
+            for i, kw in enumerate(kws):
+                kw["extra_body"]["cache_salt"] = f"during-{i}"
+            tasks = [asyncio.create_task(aclient.chat.completions.create(**kw)) for kw in kws]
+            async with httpx.AsyncClient(base_url=base, headers=auth, timeout=60) as ac:
+                for _ in range(500):  # until the server has requests on it in flight
+                    if (await ac.get("/v1/head_profiles")).json()["running"].get("where", 0) >= 4:
+                        break
+                    await asyncio.sleep(0.002)
+                retired = (await ac.delete("/v1/head_profiles/where")).json()
+            with pytest.raises(openai.BadRequestError, match="unknown head profile 'where'"):
+                await aclient.chat.completions.create(**{**kws[0], "extra_body": {**kws[0]["extra_body"],
+                                                                                   "cache_salt": "after"}})
+            return retired, await asyncio.gather(*tasks)
+
+        retired, during = asyncio.run(retire_while_running())
+        assert retired["status"] == "retiring", retired  # requests were still running on it
+        assert [r.choices[0].message.content for r in during] == before
+        listing = admin.get("/v1/head_profiles").json()
+        assert "where" not in listing["selectable"] and listing["free_slots"] == 2 and listing["retiring"] == []
+
+        # the freed slot takes it again and serves it exactly
+        assert admin.post("/v1/head_profiles", content=where_doc).json()["row"] == 2
+        text = engine.family.binary_text(QUESTIONS[2])
+        resp = client.chat.completions.create(**request_kwargs(engine, model, 7, text, "where"))
+        assert first_token_error(resp.choices[0], reference("where", 7, text)) <= TOL
+        metrics = vseam_metrics(base, auth)
+        assert metrics['vseam_head_profile_admin_total{action="load"}'] == 2.0
+        assert metrics['vseam_head_profile_admin_total{action="retire"}'] == 1.0
+

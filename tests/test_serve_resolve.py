@@ -191,3 +191,27 @@ def test_middleware_defers_unauthenticated_requests_to_vllm(profile_files):
     assert c.post("/v1/chat/completions", json=bad).json()["body"] == bad  # vLLM's auth refuses it
     r = c.post("/v1/chat/completions", json=bad, headers={"Authorization": "Bearer sekret"})
     assert r.status_code == 400
+
+
+def test_huge_names_come_back_and_are_logged_cut_short(client, caplog):
+    """A 1 MB profile name is echoed (error body, log line) as a short prefix plus its length, never whole."""
+    import logging
+
+    huge = "x" * 1_000_000
+    serve_log = logging.getLogger("vllm.vseam.serve")  # vLLM's loggers may not propagate to the root
+    serve_log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="vllm.vseam.serve"):
+            r = client.post("/v1/chat/completions", json=chat(vllm_xargs={"head_profile": huge}))
+            r2 = client.post("/v1/chat/completions", json={**chat(vllm_xargs={"head_profile": "colors"}),
+                                                            "model": f"{MODEL}:{huge}"})
+    finally:
+        serve_log.removeHandler(caplog.handler)
+    assert r.status_code == 400 and r2.status_code == 400
+    for resp in (r, r2):
+        assert len(resp.content) < 1_000, len(resp.content)
+    msg = r.json()["error"]["message"]
+    assert f"'{'x' * 64}... (1,000,000 characters)'" in msg
+    assert "1,000,000 characters" in r2.json()["error"]["message"]
+    logged = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert "1,000,000 characters" in logged and len(logged) < 2_000

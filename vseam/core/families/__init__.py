@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 from typing import Any
 
@@ -37,8 +38,19 @@ def model_id_of(model_dir: str | pathlib.Path, config: dict) -> str:
     return str(name) if name else pathlib.Path(model_dir).name
 
 
-def resolve_model_dir(model: str | pathlib.Path) -> pathlib.Path:
-    """A local checkpoint directory for `model`: the path itself, or a hub id's snapshot in the local HF cache."""
+#: the files a checkpoint download fetches (weights as safetensors; no duplicate .bin/.pth/.h5 copies)
+DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "*.py"]
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_model_dir(model: str | pathlib.Path, download: bool = False) -> pathlib.Path:
+    """A local checkpoint directory for `model`: the path itself, or a hub id's snapshot in the local HF cache.
+
+    With `download`, a hub id that is not in the cache is downloaded (huggingface_hub's progress bars) unless
+    HF_HUB_OFFLINE is set; then the error says how to get it."""
     path = pathlib.Path(model)
     if path.is_dir():
         return path
@@ -50,7 +62,20 @@ def resolve_model_dir(model: str | pathlib.Path) -> pathlib.Path:
         cached = None
     if isinstance(cached, str):
         return pathlib.Path(cached).parent
-    raise FileNotFoundError(f"{model}: no such checkpoint directory (and not in the local Hugging Face cache)")
+    looks_like_hub_id = "/" in str(model) and not str(model).startswith((".", "/", "~")) and not path.exists()
+    if not download or not looks_like_hub_id:
+        raise FileNotFoundError(f"{model}: no such checkpoint directory (and not in the local Hugging Face cache)")
+    if hub_offline():
+        raise FileNotFoundError(f"{model}: not in the local Hugging Face cache, and HF_HUB_OFFLINE is set, so it is "
+                                f"not downloaded; unset HF_HUB_OFFLINE, or fetch it first "
+                                f"(huggingface-cli download {model})")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return pathlib.Path(snapshot_download(str(model), allow_patterns=DOWNLOAD_PATTERNS))
+    except Exception as e:  # no network, unknown or gated repo, disk full: one line naming the model
+        raise FileNotFoundError(f"{model}: not in the local Hugging Face cache and the download failed: "
+                                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
 
 
 def fingerprint_of(model: str | pathlib.Path) -> Fingerprint:
