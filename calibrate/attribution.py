@@ -313,22 +313,18 @@ def attribute_units(
                 item["heads"] = [[l, h, float(delta[i, l, h])] for l, h in heads]
             log.append(item)
 
-    def load(inp):
-        return load_image(inp.image, f"input {inp.key}")
-
+    # (images, questions, answers) of each chunk still to do, read lazily; with a pool (a
+    # `vseam.calibrate.distributed.RayPool`) the driver reads the images and ships them to the workers
+    jobs = (([load_image(i.image, f"input {i.key}") for i in inputs], [i.question for i in inputs],
+             [i.answer for i in inputs]) for _, inputs in todo)
     if pool is None:
-        for n_units, inputs in todo:
-            images = [load(inp) for inp in inputs]
-            record(inputs, *score_chunk(attributor, images, [i.question for i in inputs],
-                                        [i.answer for i in inputs], method, heads))
-            bar.update(n_units)
-    else:  # `pool`: a `vseam.calibrate.distributed.RayPool`; the driver reads the images and ships them
-        jobs = (([load(i) for i in inputs], [i.question for i in inputs], [i.answer for i in inputs])
-                for _, inputs in todo)
-        for index, (base, delta) in pool.map_unordered(jobs, method, heads):
-            n_units, inputs = todo[index]
-            record(inputs, base, delta)
-            bar.update(n_units)
+        results = ((k, score_chunk(attributor, *job, method, heads)) for k, job in enumerate(jobs))
+    else:
+        results = pool.map_unordered(jobs, method, heads)
+    for index, (base, delta) in results:
+        n_units, inputs = todo[index]
+        record(inputs, base, delta)
+        bar.update(n_units)
     bar.close()
 
 
