@@ -157,25 +157,29 @@ class HeadProfileMiddleware:
     def _admin_refusal(self, scope) -> tuple[int, str] | None:
         """(status, message) when this admin request may not run, else None."""
         config = self.table.config
-        keys = config.admin_keys or config.api_keys or (
-            [os.environ["VLLM_API_KEY"]] if os.environ.get("VLLM_API_KEY") else [])
         if not config.admin:
             return 403, ("loading and retiring profiles is off on this server: start vseam serve with "
                          "--max-head-profiles N and --admin-key KEY (or --api-key), or --enable-profile-admin")
-        if not keys:
-            return None  # --enable-profile-admin without any key: open on purpose
-        auth = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
-        if any(hmac.compare_digest(auth, f"Bearer {k}") for k in keys):
+        # no key at all: --enable-profile-admin opened the routes on purpose
+        if _bearer_ok(scope, config.admin_keys or self._api_keys()):
             return None
         return 401, "the admin routes need the server's admin key (Authorization: Bearer KEY)"
 
+    def _api_keys(self) -> list[str]:
+        """vLLM's API keys: `--api-key` values, else $VLLM_API_KEY."""
+        env = os.environ.get("VLLM_API_KEY")
+        return self.table.config.api_keys or ([env] if env else [])
 
     def _authorized(self, scope) -> bool:
-        keys = self.table.config.api_keys or ([os.environ["VLLM_API_KEY"]] if os.environ.get("VLLM_API_KEY") else [])
-        if not keys:
-            return True
-        auth = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
-        return any(hmac.compare_digest(auth, f"Bearer {k}") for k in keys)
+        return _bearer_ok(scope, self._api_keys())
+
+
+def _bearer_ok(scope, keys: list[str]) -> bool:
+    """True without keys, else when the request's Authorization header is `Bearer <one of keys>`."""
+    if not keys:
+        return True
+    auth = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
+    return any(hmac.compare_digest(auth, f"Bearer {k}") for k in keys)
 
 
 async def _collective_rpc(scope, row: int, name: str | None, scales: list | None) -> None:
