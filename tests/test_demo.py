@@ -27,11 +27,12 @@ def test_demo_runs_end_to_end_on_a_small_slice(tmp_path):
     env = {**os.environ, "VSEAM_CACHE": str(tmp_path / "cache")}
     res = subprocess.run(
         [sys.executable, "-m", "vseam.demo", "--out", str(out), "--calib-size", "140", "--test-size", "70",
-         "--patching", "2", "--concurrency", "8"],
+         "--patching", "2", "--concurrency", "8", "--bench-images", "8"],
         capture_output=True, text=True, env=env, timeout=1500,
     )
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    for step in ("[1/6] model organism", "[2/6] calibrate", "[4/6] vseam serve", "[5/6] evaluate", "server stopped"):
+    for step in ("[1/8] model organism", "[2/8] calibrate", "[4/8] vseam serve", "[5/8] evaluate", "[6/8] evaluate shapes-POPE",
+                 "[7/8] evaluate shapes-COCO-QA", "server stopped"):
         assert step in res.stdout
     summary = json.loads((out / "demo.json").read_text())
     with pytest.raises(ProcessLookupError):  # the server is gone
@@ -70,3 +71,19 @@ def test_demo_runs_end_to_end_on_a_small_slice(tmp_path):
     assert report["significance"]["config"]["procedure"].startswith("paper Table-18 procedure")
     md = (out / "eval" / "report.md").read_text()
     assert "McNemar" in md and "## Paper Table-18 procedure" in md
+
+    # shapes-POPE per split and shapes-COCO-QA per type, through the same server, with every strategy
+    bench = doc["benchmarks"]
+    for strategy in STRATEGIES:
+        for split in ("random", "popular", "adversarial", "all"):
+            row = bench["pope"][strategy][split]
+            assert set(row) == {"accuracy", "precision", "recall", "f1", "yes_ratio"}
+            assert 0.0 <= row["accuracy"] <= 100.0 and 0.0 <= row["yes_ratio"] <= 100.0
+        for kind in ("color", "object", "location"):
+            assert 0.0 <= bench["cocoqa"][kind][strategy] <= 100.0
+    pope_report = json.loads((out / "eval" / "pope" / "report.json").read_text())
+    assert pope_report["data"]["records"] == 8 * 4 * 3 and pope_report["requests"]["failed"] == 0
+    assert set(bench["pope_rescaling_minus_original"]) >= {"random", "popular", "adversarial"}
+    for kind in ("color", "object", "location"):
+        rep = json.loads((out / "eval" / "cocoqa" / kind / "report.json").read_text())
+        assert rep["requests"]["failed"] == 0 and rep["data"]["records"] >= 7

@@ -110,15 +110,70 @@ def test_training_batches_equal_the_engine_encoding(tiny_trainer):
         engine.close()
 
 
+def test_open_ended_rows_are_what_the_cocoqa_task_sends(tiny_trainer):
+    """Open-ended training rows: the family's short-answer prompt with its system line (exactly the engine's
+    encoding of what `vseam eval cocoqa` sends), then the answer word's tokens and end-of-sequence."""
+    from vseam.calibrate.datasets.shapes.open_questions import open_questions
+    from vseam.core.engine import HeadEngine
+
+    trainer, _, _ = tiny_trainer
+    engine = HeadEngine(trainer.model, trainer.processor)
+    try:
+        scenes = [S.generate("val", i)[0] for i in range(3)]
+        qa = [open_questions(s)[0] for s in scenes]
+        b, n_tgt = trainer.enc.open_batch(np.stack([S.render(s) for s in scenes]), [q for _, q, _ in qa],
+                                          [a for _, _, a in qa])
+        fam = engine.family
+        ref = engine.encode([S.render_image(s) for s in scenes], [fam.short_answer_text(q) for _, q, _ in qa],
+                            system=fam.short_answer_system)
+        tok = trainer.processor.tokenizer
+        for r, (_, _, a) in enumerate(qa):
+            ids = b["input_ids"][r][b["attention_mask"][r].bool()].tolist()
+            want = ref["input_ids"][r][ref["attention_mask"][r].bool()].tolist()
+            answer = tok(" " + a, add_special_tokens=False)["input_ids"]
+            assert ids == want + answer + [trainer.enc.eos_id] and n_tgt[r] == len(answer) + 1
+            assert tok.decode(answer).strip() == a
+    finally:
+        engine.close()
+
+
+def test_head_dropout_zeroes_whole_heads_in_training_only(tiny_trainer):
+    trainer, recipe, _ = tiny_trainer
+    o_proj = trainer.model.model.language_model.layers[0].self_attn.o_proj
+    seen = {}
+    handle = o_proj.register_forward_pre_hook(lambda m, args: seen.__setitem__("x", args[0].detach().clone()))
+    try:
+        x = torch.ones(64, 3, trainer.spec.text_heads * trainer.spec.text_head_dim)
+        torch.manual_seed(0)
+        o_proj.train()
+        o_proj(x)
+        heads = seen["x"].view(64, 3, trainer.spec.text_heads, -1)
+        kept = 1.0 / (1.0 - recipe.head_dropout)
+        per_head = heads[:, 0, :, 0]  # one value per (row, head): 0 or 1/(1-p), equal across positions and dims
+        assert bool(((per_head == 0) | ((per_head - kept).abs() < 1e-6)).all())
+        assert torch.equal(heads, per_head[:, None, :, None].expand_as(heads))
+        assert abs(float((per_head == 0).float().mean()) - recipe.head_dropout) < 0.05
+        o_proj.eval()
+        o_proj(x)
+        assert torch.equal(seen["x"], x)
+    finally:
+        handle.remove()
+        trainer.model.train()
+
+
 def test_cached_feature_path_equals_the_model_forward(tiny_trainer):
     """Phase 2 trains through precomputed tower features: that must be LlavaForConditionalGeneration's forward."""
     trainer, _, _ = tiny_trainer
     idx = np.arange(4)
     qs = [trainer.pool.questions[q] for q in trainer.pool.primary_q[idx]]
     b = trainer.enc.batch(trainer.pool.images[idx], qs)
-    with torch.no_grad():
-        full = trainer.answer_logits(b)
-        cached = trainer.logits_from_features(trainer.vision_features(trainer.pool.images[idx]), b)
+    trainer.model.eval()  # no head dropout: both paths deterministic
+    try:
+        with torch.no_grad():
+            full = trainer.answer_logits(b)
+            cached = trainer.logits_from_features(trainer.vision_features(trainer.pool.images[idx]), b)
+    finally:
+        trainer.model.train()
     assert torch.allclose(full, cached, atol=1e-5), (full - cached).abs().max()
 
 
@@ -130,8 +185,12 @@ def test_descriptions_state_the_scene(tiny_trainer):
     rng = np.random.default_rng(0)
     text = caption(facts, rng)
     words = text.replace(" . ", " , ").split()
+    from vseam.calibrate.datasets.shapes.open_questions import location_word
+
     for o in scene.objects:
-        assert {o.color, o.texture, o.shape} <= set(words)
+        assert {o.color, o.texture, o.shape, location_word(o)} <= set(words)
+        # each object's words are followed by where it is
+        assert f"{o.shape} {location_word(o)}" in text or f" {o.shape} " in text.split(" . ")[0] + " "
     assert " . " in text and ("left of" in text or "right of" in text or "above" in text or "below" in text)
     trainer, _, _ = tiny_trainer
     b, n_tgt = trainer.enc.caption_batch([text])
@@ -144,7 +203,8 @@ def test_patch_labels_name_the_object_under_each_patch():
 
     scene, _ = S.generate("train", 3)
     labels = patch_labels(scene, 8)
-    assert labels.shape == (4, 64) and len(scene.objects) >= 2
+    assert labels.shape == (6, 64) and len(scene.objects) >= 2
+    assert labels[4].tolist() == [p // 8 for p in range(64)] and labels[5].tolist() == [p % 8 for p in range(64)]
     for o in scene.objects:  # every object: the patch it covers most carries its words
         cover = S.object_mask(o).reshape(8, 8, 8, 8).sum(axis=(1, 3)).ravel()
         p = int(cover.argmax())

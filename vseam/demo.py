@@ -146,24 +146,77 @@ def level_profiles(folder: pathlib.Path, report: pathlib.Path) -> dict[str, path
 
 
 def evaluate(base_url: str, manifests: dict[str, pathlib.Path], paper: dict[str, str] | None, records,
-             out: pathlib.Path, concurrency: int) -> dict:
-    """`vseam eval gqa --strategies attribute=... object=... relation=...` on the shapes records, through the API,
-    plus the paper-exact arm (`paper`: level -> profile name).
+             out: pathlib.Path, concurrency: int, task: str = "gqa", source: str = "shapes:test") -> dict:
+    """`vseam eval TASK --strategies ...` through the API: with one manifest per level (`attribute=...` etc.) each
+    question is answered with its own level's profiles; with a single `None: manifest` entry every question uses
+    that manifest's profiles. `paper` (level -> profile name) adds the paper-exact arm.
 
     The eval task's own functions do the work (arms from the manifests, requests, parsing, metrics, tests); only the
-    records come from the shapes loader instead of GQA files.
+    records come from the demo's files.
     """
     from vseam.benchmarks.client import Endpoint
     from vseam.benchmarks.run import Arm, EvalConfig, arms_for, evaluate as run_eval
     from vseam.core.families import FAMILIES
 
-    arms, reference, _ = arms_for([f"{lv}={p}" for lv, p in manifests.items()])
+    specs = [str(p) if lv is None else f"{lv}={p}" for lv, p in manifests.items()]
+    arms, reference, _ = arms_for(specs)
     if paper:
         arms.append(Arm(label=PAPER_ARM, profile="per level", by_level=dict(paper)))
-    cfg = EvalConfig(task="gqa", endpoint=Endpoint(base_url=base_url, model=SERVED_NAME), arms=arms, out_dir=out,
+    cfg = EvalConfig(task=task, endpoint=Endpoint(base_url=base_url, model=SERVED_NAME), arms=arms, out_dir=out,
                      reference=reference, concurrency=concurrency)
-    info = {"files": ["shapes:test"], "images": None, "excluded": {}, "limit": None}
+    info = {"files": [source], "images": None, "excluded": {}, "limit": None}
     return run_eval(cfg, records, FAMILIES["llava"], data_info=info)
+
+
+#: shapes-COCO-QA question type -> the semantic level whose profiles answer it (colour is an attribute, naming an
+#: object is object recognition, "where" is spatial)
+COCOQA_LEVEL = {"color": "attribute", "object": "object", "location": "relation"}
+
+
+def evaluate_benchmarks(base_url: str, manifests: dict[str, pathlib.Path], bench: pathlib.Path, out: pathlib.Path,
+                        concurrency: int, steps: "Steps") -> dict:
+    """shapes-POPE (every split, the object level's strategies) and shapes-COCO-QA (each type with its level's
+    strategies) through the API; returns {"pope": report, "cocoqa": {type: report}}."""
+    from vseam.calibrate.datasets import load_dataset
+
+    steps.start("evaluate shapes-POPE (random / popular / adversarial) x 5 strategies through the API")
+    pope = load_dataset("pope", path=str(bench / "pope"), images=str(bench / "pope" / "images")).records
+    res = {"pope": evaluate(base_url, {None: manifests["object"]}, None, pope, out / "pope", concurrency,
+                            task="pope", source="shapes-POPE")}
+    steps.start("evaluate shapes-COCO-QA (color / object / location) x 5 strategies through the API")
+    cocoqa = load_dataset("cocoqa", path=str(bench / "cocoqa"), images=str(bench / "cocoqa" / "images")).records
+    res["cocoqa"] = {}
+    for kind, level in COCOQA_LEVEL.items():
+        recs = [r for r in cocoqa if r.subtype == kind]
+        res["cocoqa"][kind] = evaluate(base_url, {None: manifests[level]}, None, recs, out / "cocoqa" / kind,
+                                       concurrency, task="cocoqa", source=f"shapes-COCO-QA {kind}")
+    return res
+
+
+def _paired(report: dict) -> dict:
+    tests = (report.get("paired_tests") or {}).get("categories", {})
+    return {cat: {"diff_pp": round(t["original"]["diff_pp"], 2),
+                  "ci95_pp": [round(t["original"]["ci_low_pp"], 2), round(t["original"]["ci_high_pp"], 2)],
+                  "mcnemar_p": t["original"]["p"], "only_rescaling_right": t["original"]["ref_only"],
+                  "only_original_right": t["original"]["base_only"]}
+            for cat, t in tests.items() if "original" in t}
+
+
+def _pct(v):
+    return None if v is None else round(100 * v, 2)
+
+
+def benchmark_json(bench: dict) -> dict:
+    """shapes-POPE per split (accuracy, precision, recall, F1, yes-ratio per strategy) and shapes-COCO-QA per type
+    (accuracy per strategy), with rescaling − original tests."""
+    pope = bench["pope"]
+    out = {"pope": {label: {split: {k: _pct(m.get(k)) for k in ("accuracy", "precision", "recall", "f1", "yes_ratio")}
+                            for split, m in per.items()} for label, per in pope["metrics"].items()},
+           "pope_rescaling_minus_original": _paired(pope), "cocoqa": {}, "cocoqa_rescaling_minus_original": {}}
+    for kind, rep in bench["cocoqa"].items():
+        out["cocoqa"][kind] = {label: _pct(row.get(kind)) for label, row in rep["headline"].items()}
+        out["cocoqa_rescaling_minus_original"][kind] = _paired(rep).get(kind)
+    return out
 
 
 def headline_json(report: dict, profiles: dict[str, pathlib.Path], seconds: float) -> dict:
@@ -173,12 +226,7 @@ def headline_json(report: dict, profiles: dict[str, pathlib.Path], seconds: floa
 
     acc = {label: {k: (None if v is None else round(100 * v, 2)) for k, v in row.items()}
            for label, row in report["headline"].items()}
-    tests = (report.get("paired_tests") or {}).get("categories", {})
-    diff = {cat: {"diff_pp": round(t["original"]["diff_pp"], 2),
-                  "ci95_pp": [round(t["original"]["ci_low_pp"], 2), round(t["original"]["ci_high_pp"], 2)],
-                  "mcnemar_p": t["original"]["p"], "only_rescaling_right": t["original"]["ref_only"],
-                  "only_original_right": t["original"]["base_only"]}
-            for cat, t in tests.items() if "original" in t}
+    diff = _paired(report)
     chosen = {}
     for lv, path in profiles.items():
         prof = load_profile(path)
@@ -204,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calib-size", type=int, default=700, help="records of the calib split to calibrate on")
     p.add_argument("--test-size", type=int, default=700, help="held-out questions (test split) to evaluate")
     p.add_argument("--patching", type=int, default=16, help="triples to activation-patch (heatmaps)")
+    p.add_argument("--bench-images", type=int, default=60,
+                   help="scenes of shapes-POPE (4 questions per split each) and shapes-COCO-QA (3 questions each); "
+                        "0 skips both")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--fresh", action="store_true", help="delete --out first")
     p.add_argument("--calibrate-arg", action="append", default=[], metavar="ARG",
@@ -218,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     images = out / "images"
-    steps = Steps(6)
+    steps = Steps(8 if args.bench_images else 6)
     try:
         # 1 ------------------------------------------------------------------------------------------------------
         steps.start("model organism")
@@ -263,17 +314,31 @@ def main(argv: list[str] | None = None) -> int:
         from vseam.calibrate.datasets import load_dataset
 
         test = load_dataset("shapes", path="test", images=str(images), size=args.test_size).records
+        bench_dir, bench = out / "benchmarks", None
+        if args.bench_images:
+            from vseam.calibrate.datasets.shapes.benchmarks import write_all
+
+            written = write_all(bench_dir, n_images=args.bench_images)
+            print(f"  shapes-POPE {written['pope']['questions']}, shapes-COCO-QA {written['cocoqa']['questions']} "
+                  f"questions in {_short(str(bench_dir))}", flush=True)
         with serving(weights, served, out / "serve.log", free_port()) as (base, server_pid):
             steps.start(f"evaluate {len(test)} held-out questions x 5 strategies through the OpenAI API")
             from vseam.head_profiles import load_profile
 
             paper_names = {lv: load_profile(p).name for lv, p in paper.items()} or None
             report = evaluate(base, manifests, paper_names, test, out / "eval", args.concurrency)
+            if args.bench_images:
+                bench = evaluate_benchmarks(base, manifests, bench_dir, out / "eval", args.concurrency, steps)
             steps.start("stop the server")
         steps.finish()
 
         # 6 ------------------------------------------------------------------------------------------------------
         print("\n" + (out / "eval" / "report.md").read_text())
+        if bench:
+            print("\n## shapes-POPE (object-level strategies)\n\n" + (out / "eval" / "pope" / "report.md").read_text())
+            for kind in COCOQA_LEVEL:
+                print(f"\n## shapes-COCO-QA {kind} ({COCOQA_LEVEL[kind]}-level strategies)\n\n"
+                      + (out / "eval" / "cocoqa" / kind / "report.md").read_text())
         total = steps.elapsed()
         summary = {"seconds": round(total, 1), "steps": steps.times, "k": args.k, "held_out": len(test),
                    "report": str(out / "eval" / "report.json"), "server_pid": server_pid,
@@ -284,7 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo finished in {total / 60:.1f} min ({per_step})")
         if total > BUDGET_S:
             print(f"note: over the {BUDGET_S // 60}-minute budget on this machine")
-        print(json.dumps(headline_json(report, profiles, total), sort_keys=False))
+        figures = headline_json(report, profiles, total)
+        if bench:
+            figures["benchmarks"] = benchmark_json(bench)
+        print(json.dumps(figures, sort_keys=False))
         return 0
     except DemoError as e:
         print(f"\ndemo failed: {e}", file=sys.stderr)

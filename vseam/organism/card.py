@@ -20,6 +20,7 @@ import numpy as np
 from vseam.organism import CARD_JSON, MODEL_CARD, WEIGHTS_DIR
 
 HELD_OUT_SPLIT = "test"
+SEEDS_TEXT = "5 seeds of random heads per count; the paper's Table 3 loses 0.15 pp for 10 of 1,024 heads"
 #: the first records of the held-out split scored by the quick test (tests/test_organism.py)
 QUICK_N = 140
 
@@ -110,8 +111,26 @@ Measured here while building the recipe (train accuracy is an EMA over batches o
 """
 
 
-def write_card(res: dict, weights: pathlib.Path) -> None:
+def priors_lines() -> list[str]:
+    """The planted training priors as a table (what the model can over-use, and where held-out data tests it)."""
+    from vseam.calibrate.datasets.shapes.priors import TRAIN_PRIORS as P
+
+    lines = ["| prior (training scenes only) | strength | held-out questions it misleads |", "|---|---|---|"]
+    lines.append("| typical colour: " + ", ".join(f"{s} {c}" for s, c in P.typical_color.items())
+                 + f" | {P.color_strength:.0%} of objects whose colour is not fixed by the question | colour questions "
+                 "about an object of another colour; shapes-COCO-QA colour |")
+    pairs = sorted({tuple(sorted(x)) for x in P.partners.items()})
+    lines.append("| co-occurrence: " + ", ".join(f"{a} + {b}" for a, b in pairs)
+                 + f" | the partner is added {P.partner_strength:.0%} of the time | presence questions about a "
+                 "missing partner; shapes-POPE adversarial |")
+    lines.append("| frequency: " + ", ".join(f"{s} ×{w:g}" for s, w in P.shape_weights.items())
+                 + " | relative weights of distractor shapes | shapes-POPE popular |")
+    return lines
+
+
+def write_card(res: dict, weights: pathlib.Path, removal: dict | None = None) -> None:
     from vseam.organism.recipe import ORGANISM_SPEC
+    from vseam.organism.robustness import table as removal_table
 
     training = json.loads((weights / "training.json").read_text()) if (weights / "training.json").exists() else {}
     cfg = json.loads((weights / "config.json").read_text())
@@ -119,7 +138,7 @@ def write_card(res: dict, weights: pathlib.Path) -> None:
     n_params = idx["metadata"]["total_size"] // 4
     size_mb = sum(p.stat().st_size for p in weights.glob("*.safetensors")) / 1e6
     card = {"held_out": res, "training": training, "parameters": n_params, "weights_mb": round(size_mb, 2),
-            "model_id": cfg.get("_name_or_path")}
+            "model_id": cfg.get("_name_or_path"), "random_removal": removal}
     CARD_JSON.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
 
     tc, vc = cfg["text_config"], cfg["vision_config"]
@@ -158,9 +177,15 @@ def write_card(res: dict, weights: pathlib.Path) -> None:
         f"{rec.get('batch')} + {round(rec.get('caption_mix', 0) * rec.get('batch', 0))} description rows), loss on the "
         "answer token and 0.1 x on the end-of-sequence token after it"
         + (f"; phase 4: {rec.get('finetune_steps')} end-to-end steps" if rec.get("finetune_steps") else ""),
-        f"* kept: the best validation checkpoint, {sel.get('phase')} step {sel.get('step')}, validation accuracy "
-        f"{(sel.get('overall') or 0) * 100:.1f}% (split `val`, n={sel.get('n')}; target "
-        f"{rec.get('target_val_acc')}); about 30 minutes on one CPU thread in all",
+        f"* phase 3 also trains {round(rec.get('open_share', 0) * rec.get('batch', 0))} open-ended rows per step "
+        "(shapes-COCO-QA's color / object / location questions with the short-answer prompt; loss on every answer "
+        f"token and end-of-sequence); subtype weights {rec.get('subtype_weights')}",
+        f"* head dropout {rec.get('head_dropout')}: each language-model head's output is zeroed with that "
+        "probability per row in phases 2-3 (the redundancy a real VLM has)",
+        f"* kept: the best validation checkpoint, {sel.get('phase')} step {sel.get('step')}, validation yes/no "
+        f"accuracy {(sel.get('overall') or 0) * 100:.1f}%, open-ended "
+        f"{(sel.get('open_overall') or 0) * 100:.1f}% (split `val`, n={sel.get('n')}); "
+        f"{training.get('minutes', '?')} minutes of training on one CPU thread",
         "",
         f"## Held-out accuracy (split `{res['split']}`, n={res['n']}, never used for training or selection)",
         "",
@@ -179,6 +204,15 @@ def write_card(res: dict, weights: pathlib.Path) -> None:
         f"Yes-rate of the predictions: {res['yes_rate'] * 100:.1f}% (the data are 50/50). Mean probability of the",
         f"correct answer (renormalised over Yes/No): {res['mean_confidence']:.3f}.",
         "",
+        "Open-ended accuracy on the validation split at the kept step (answer tokens greedy, teacher-forced): "
+        + ", ".join(f"{k} {v * 100:.1f}%" for k, v in (sel.get("open") or {}).items()) + ".",
+        "",
+        "## Planted flaws (training distribution only; every held-out split is balanced)",
+        "",
+        *priors_lines(),
+        "",
+        *([f"## Random head removal (split `{removal['split']}`, n={removal['n']}, {SEEDS_TEXT})", "",
+           *removal_table(removal), ""] if removal else []),
         f"Regenerate this card: `.venv/bin/python -m vseam.organism.card --n {res['n']}`.",
         "",
         NOTES,
@@ -190,9 +224,21 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vseam.organism.card", description=__doc__.split("\n")[0])
     p.add_argument("--weights", default=str(WEIGHTS_DIR))
     p.add_argument("--n", type=int, default=1400, help="held-out questions (a multiple of 7 keeps subtypes equal)")
+    p.add_argument("--no-removal", dest="removal", action="store_false", help="skip the random head-removal curve")
     args = p.parse_args(argv)
     res = evaluate(pathlib.Path(args.weights), args.n)
-    write_card(res, pathlib.Path(args.weights))
+    removal = None
+    if args.removal:
+        import torch
+
+        from vseam.core.engine import HeadEngine
+        from vseam.organism.robustness import removal_curve
+
+        torch.set_num_threads(1)
+        removal = removal_curve(HeadEngine.from_pretrained(args.weights), n=min(args.n, 700))
+        for row in removal["curve"].values():
+            row.pop("base_detail", None)
+    write_card(res, pathlib.Path(args.weights), removal)
     print(json.dumps({k: res[k] for k in ("overall", "subtype", "level")}, indent=1))
     print(f"wrote {CARD_JSON} and {MODEL_CARD}")
     return 0

@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from vseam.calibrate.datasets import shapes
+from vseam.calibrate.datasets.shapes.open_questions import TYPES as OPEN_TYPES, location_word, open_questions
 from vseam.core.vocab import SUBTYPES
 from vseam.core.families import FAMILIES
 from vseam.core.files import atomic_write_with
@@ -43,16 +44,20 @@ def scene_facts(scene: shapes.Scene) -> dict:
     name = {oid: o["name"] for oid, o in graph["objects"].items()}
     rels = [[name[a], CAPTION_RELATIONS[r["name"]], name[r["object"]]]
             for a, o in graph["objects"].items() for r in o["relations"]]
-    return {"objects": [[o.color, o.texture, o.shape] for o in scene.objects], "relations": rels}
+    return {"objects": [[o.color, o.texture, o.shape, location_word(o, scene.size)] for o in scene.objects],
+            "relations": rels}
 
 
 def caption(facts: dict, rng: np.random.Generator) -> str:
-    """A description in random order: every object's three words (shuffled), then the relations of one random
-    pair of objects, e.g. "striped red circle and star blue plain . circle left of star , circle touching star"."""
+    """A description in random order: every object's three words (shuffled) and where it is, then the relations
+    of one random pair of objects, e.g. "striped red circle left and star blue plain right . circle left of star ,
+    circle touching star"."""
     objs = [list(o) for o in facts["objects"]]
     rng.shuffle(objs)
     for o in objs:
-        rng.shuffle(o)
+        words = o[:3]
+        rng.shuffle(words)
+        o[:3] = words
     text = " and ".join(" ".join(o) for o in objs)
     if facts["relations"]:
         a, _, b = facts["relations"][int(rng.integers(len(facts["relations"])))]
@@ -74,15 +79,18 @@ def contact_pixels(scene: shapes.Scene) -> np.ndarray:
 
 
 def patch_labels(scene: shapes.Scene, patch: int) -> np.ndarray:
-    """[4, P] int labels of each patch in row-major order (the ViT's patch order): shape, color, pattern of the
-    object covering most of the patch (0 = background), and 1 where two objects touch inside the patch."""
+    """[6, P] int labels of each patch in row-major order (the ViT's patch order): shape, color, pattern of the
+    object covering most of the patch (0 = background), 1 where two objects touch inside the patch, and the
+    patch's row and column (so the tower's features keep where things are: relations need it)."""
     g = scene.size // patch
     cover = np.zeros((len(scene.objects) + 1, g, g), np.int32)
     cover[0] = PATCH_MIN_PIXELS - 1  # background wins unless an object covers enough of the patch
     for k, o in enumerate(scene.objects):
         cover[k + 1] = shapes.object_mask(o, scene.size).reshape(g, patch, g, patch).sum(axis=(1, 3))
     owner = cover.argmax(0).ravel()
-    out = np.zeros((4, g * g), np.int64)
+    out = np.zeros((6, g * g), np.int64)
+    out[4] = np.repeat(np.arange(g), g)
+    out[5] = np.tile(np.arange(g), g)
     for k, o in enumerate(scene.objects):
         sel = owner == k + 1
         out[0, sel] = PATCH_SHAPES.index(o.shape)
@@ -109,11 +117,18 @@ class Pool:
     extra_yes: np.ndarray
     extra_subtype: np.ndarray
     facts: list[str]  # per scene: JSON of `scene_facts` (for descriptions)
+    # open-ended (COCO-QA style) questions: flat arrays; answers index into `answers`
+    open_scene: np.ndarray
+    open_q: np.ndarray
+    open_a: np.ndarray
+    open_type: np.ndarray  # index into OPEN_TYPES
+    answers: list[str]
 
     def save(self, path: pathlib.Path) -> None:
         arrays = {k: v for k, v in dataclasses.asdict(self).items() if isinstance(v, np.ndarray)}
         atomic_write_with(path, lambda fh: np.savez(fh, questions=np.asarray(self.questions),
-                                                    facts=np.asarray(self.facts), **arrays))
+                                                    facts=np.asarray(self.facts), answers=np.asarray(self.answers),
+                                                    **arrays))
 
     @staticmethod
     def load(path: pathlib.Path) -> "Pool":
@@ -121,12 +136,13 @@ class Pool:
             d = {k: z[k] for k in z.files}
         d["questions"] = [str(q) for q in d["questions"]]
         d["facts"] = [str(f) for f in d["facts"]]
+        d["answers"] = [str(a) for a in d["answers"]]
         return Pool(**d)
 
 
 def build_pool(n: int, seed: int, cache_dir: pathlib.Path | None = None, progress: bool = True) -> Pool:
     """Generate (or load from cache) `n` training scenes of split "train"."""
-    key = hashlib.sha256(f"{shapes.fingerprint()}-{n}-{seed}-{PATCH_MIN_PIXELS}-contact-facts".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{shapes.fingerprint()}-{n}-{seed}-{PATCH_MIN_PIXELS}-v2-open-location-rowcol".encode()).hexdigest()[:12]
     cache_dir = pathlib.Path(cache_dir or shapes.default_images_dir().parent / "organism")
     path = cache_dir / f"pool-{key}.npz"
     if path.exists():
@@ -140,6 +156,8 @@ def build_pool(n: int, seed: int, cache_dir: pathlib.Path | None = None, progres
     labels = []
     pq, py, ps = [], [], []
     es, eq, ey, et = [], [], [], []
+    os_, oq, oa, ot = [], [], [], []
+    aindex: dict[str, int] = {}
     facts = []
     sub_ix = {s: i for i, s in enumerate(SUBTYPES)}
     for i in tqdm(range(n), desc="training scenes", disable=not progress, mininterval=2):
@@ -155,6 +173,11 @@ def build_pool(n: int, seed: int, cache_dir: pathlib.Path | None = None, progres
             eq.append(qi(text))
             ey.append(ans == "yes")
             et.append(sub_ix[subtype])
+        for kind, text, ans in open_questions(scene):
+            os_.append(i)
+            oq.append(qi(text))
+            oa.append(aindex.setdefault(ans, len(aindex)))
+            ot.append(OPEN_TYPES.index(kind))
     questions = [None] * len(qindex)
     for t, k in qindex.items():
         questions[k] = t
@@ -170,6 +193,11 @@ def build_pool(n: int, seed: int, cache_dir: pathlib.Path | None = None, progres
         extra_yes=np.asarray(ey, bool),
         extra_subtype=np.asarray(et, np.int8),
         facts=facts,
+        open_scene=np.asarray(os_, np.int32),
+        open_q=np.asarray(oq, np.int32),
+        open_a=np.asarray(oa, np.int32),
+        open_type=np.asarray(ot, np.int8),
+        answers=sorted(aindex, key=aindex.get),
     )
     cache_dir.mkdir(parents=True, exist_ok=True)
     pool.save(path)
@@ -179,9 +207,12 @@ def build_pool(n: int, seed: int, cache_dir: pathlib.Path | None = None, progres
 class Sampler:
     """Balanced batches: subtype uniform, answer uniform; a share from the generator's own questions."""
 
-    def __init__(self, pool: Pool, primary_share: float, seed: int):
+    def __init__(self, pool: Pool, primary_share: float, seed: int, subtype_weights: Sequence[float] | None = None):
         self.pool = pool
         self.primary_share = primary_share
+        w = np.ones(len(SUBTYPES)) if subtype_weights is None else np.asarray(subtype_weights, float)
+        self.subtype_p = w / w.sum()
+        self.open_by_type = [np.where(pool.open_type == t)[0] for t in range(len(OPEN_TYPES))]
         self.rng = np.random.default_rng([seed, 4242])
         self.primary = {}
         self.extra = {}
@@ -195,7 +226,7 @@ class Sampler:
         scenes, qs, ys = [], [], []
         p = self.pool
         for _ in range(batch):
-            s = int(self.rng.integers(len(SUBTYPES)))
+            s = int(self.rng.choice(len(SUBTYPES), p=self.subtype_p))
             yes = bool(self.rng.integers(2))
             if self.rng.random() < self.primary_share and len(self.primary[s, yes]):
                 i = int(self.rng.choice(self.primary[s, yes]))
@@ -204,6 +235,16 @@ class Sampler:
                 j = int(self.rng.choice(self.extra[s, yes]))
                 scenes.append(int(p.extra_scene[j])), qs.append(int(p.extra_q[j])), ys.append(yes)
         return np.asarray(scenes), np.asarray(qs), np.asarray(ys)
+
+    def sample_open(self, batch: int) -> tuple[np.ndarray, list[int], list[str]]:
+        """(scene indices, question indices, answer words) of open-ended questions, type uniform."""
+        scenes, qs, ans = [], [], []
+        p = self.pool
+        for _ in range(batch):
+            rows = self.open_by_type[int(self.rng.integers(len(OPEN_TYPES)))]
+            j = int(self.rng.choice(rows))
+            scenes.append(int(p.open_scene[j])), qs.append(int(p.open_q[j])), ans.append(p.answers[int(p.open_a[j])])
+        return np.asarray(scenes), qs, ans
 
     def state(self) -> dict:
         return self.rng.bit_generator.state
@@ -231,14 +272,26 @@ class Encoder:
         """Token ids of the Table-8 yes/no prompt for `question` (image placeholder expanded)."""
         return self.prompt_ids(FAMILY.binary_text(question))
 
-    def prompt_ids(self, user_text: str) -> list[int]:
-        if user_text not in self._ids:
+    def prompt_ids(self, user_text: str, system: str | None = None) -> list[int]:
+        key = (user_text, system)
+        if key not in self._ids:
             from PIL import Image
 
-            prompt = FAMILY.render_prompt(self.processor, user_text)
+            prompt = FAMILY.render_prompt(self.processor, user_text, system=system)
             out = self.processor(images=[Image.fromarray(self._blank)], text=[prompt], return_tensors="np")
-            self._ids[user_text] = [int(t) for t in out["input_ids"][0]]
-        return self._ids[user_text]
+            self._ids[key] = [int(t) for t in out["input_ids"][0]]
+        return self._ids[key]
+
+    def open_batch(self, images: np.ndarray, questions: Sequence[str], answers: Sequence[str]) -> tuple[dict, list[int]]:
+        """Open-ended rows with the family's short-answer prompt (what `vseam eval cocoqa` sends): prompt, the
+        answer's tokens and end-of-sequence (left-padded); also the number of target tokens per row."""
+        seqs, n_tgt = [], []
+        for q, a in zip(questions, answers):
+            pre = self.prompt_ids(FAMILY.short_answer_text(q), FAMILY.short_answer_system)
+            tgt = self.tokenizer(" " + a, add_special_tokens=False)["input_ids"] + [self.eos_id]
+            seqs.append(pre + tgt)
+            n_tgt.append(len(tgt))
+        return {**self._pad(seqs), "pixel_values": self.pixels(images)}, n_tgt
 
     def caption_batch(self, captions: Sequence[str]) -> tuple[dict, list[int]]:
         """Description rows: the caption prompt, the description and end-of-sequence (left-padded); also the
@@ -276,18 +329,27 @@ class EvalSet:
     questions: list[str]
     yes: np.ndarray
     subtypes: list[str]
+    #: one open-ended question per scene (type cycles): text, answer word, type
+    open_questions: list[str] = dataclasses.field(default_factory=list)
+    open_answers: list[str] = dataclasses.field(default_factory=list)
+    open_types: list[str] = dataclasses.field(default_factory=list)
 
 
 def eval_set(split: str, n: int, seed: int = 0) -> EvalSet:
-    """The first `n` generator questions of a split (in memory; no image files)."""
+    """The first `n` generator questions of a split, and one open-ended question about each scene (in memory)."""
     images, qs, ys, st = [], [], [], []
+    oq, oa, ot = [], [], []
     for i in range(n):
         scene, q = shapes.generate(split, i, seed)
         images.append(shapes.render(scene))
         qs.append(q.text)
         ys.append(q.answer == "yes")
         st.append(q.subtype)
-    return EvalSet(np.stack(images), qs, np.asarray(ys), st)
+        cands = open_questions(scene)
+        want = OPEN_TYPES[i % len(OPEN_TYPES)]
+        kind, text, ans = next((c for c in cands if c[0] == want), cands[0])
+        oq.append(text), oa.append(ans), ot.append(kind)
+    return EvalSet(np.stack(images), qs, np.asarray(ys), st, oq, oa, ot)
 
 
 def summarize(correct: np.ndarray, subtypes: Sequence[str]) -> dict:

@@ -61,8 +61,24 @@ class Recipe:
     #: validation (split "val", never "test") every this many steps; the kept checkpoint is chosen on it
     eval_every: int = 500
     val_size: int = 700
-    #: stop when validation accuracy reaches this (the issue asks for 70-92% held-out, leaving room to improve)
-    target_val_acc: float = 0.88
+    #: stop when the validation score (mean of yes/no and open-ended accuracy) reaches this
+    target_val_acc: float = 0.99
+    #: attention heads per language-model layer (head_dim stays 32, the smallest vLLM's CPU attention takes)
+    text_heads: int = 16
+    #: each head's output is zeroed with this probability per training row (outputs of the rest scaled by
+    #: 1/(1-p)), so no single head is indispensable — a real VLM's redundancy
+    head_dropout: float = 0.15
+    #: open-ended (shapes-COCO-QA) rows added to every question step, as a share of the batch
+    open_share: float = 0.3
+    #: relative sampling weight of the 7 subtypes in phase 3 (SUBTYPES order)
+    subtype_weights: str = "1,1,1,1,1,1.5,1.5"
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
+
+    def spec(self) -> ToySpec:
+        """The architecture this recipe trains: ORGANISM_SPEC with `text_heads` heads per layer."""
+        return dataclasses.replace(ORGANISM_SPEC, text_heads=self.text_heads, text_kv_heads=self.text_heads)
+
+    def weights(self) -> list[float]:
+        return [float(w) for w in self.subtype_weights.split(",")]

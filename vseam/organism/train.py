@@ -39,7 +39,7 @@ from tqdm import tqdm
 from vseam.core.files import atomic_write_with
 from vseam.organism import WEIGHTS_DIR
 from vseam.organism import data as D
-from vseam.organism.recipe import ORGANISM_SPEC, Recipe
+from vseam.organism.recipe import Recipe
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
@@ -57,21 +57,42 @@ class Trainer:
         work.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(recipe.seed)
         self.init_dir = work / "init"
-        self.model, self.processor = build("llava", self.init_dir, seed=recipe.seed, spec=ORGANISM_SPEC)
+        self.spec = recipe.spec()
+        self.model, self.processor = build("llava", self.init_dir, seed=recipe.seed, spec=self.spec)
         self.model.train()
+        self._head_dropout_hooks()
         self.enc = D.Encoder(self.processor)
         self.pool = D.build_pool(recipe.train_scenes, recipe.seed, progress=progress)
         self.val = D.eval_set("val", recipe.val_size, recipe.seed)
-        self.sampler = D.Sampler(self.pool, recipe.primary_share, recipe.seed)
+        self.sampler = D.Sampler(self.pool, recipe.primary_share, recipe.seed, recipe.weights())
         vcfg = self.model.config.vision_config
-        self.patch_head = torch.nn.Linear(
-            vcfg.hidden_size, len(D.PATCH_SHAPES) + len(D.PATCH_COLORS) + len(D.PATCH_TEXTURES) + 2
-        )
+        grid = vcfg.image_size // vcfg.patch_size
+        self.patch_sizes = (len(D.PATCH_SHAPES), len(D.PATCH_COLORS), len(D.PATCH_TEXTURES), 2, grid, grid)
+        self.patch_head = torch.nn.Linear(vcfg.hidden_size, sum(self.patch_sizes))
         self.features: torch.Tensor | None = None
         self.state = {"phase": "vision", "step": 0, "best": None, "done": False}
         self.log_path = work / "log.jsonl"
         self._make_optimizers()
         self._resume()
+        self._clock = time.time()
+
+    def _head_dropout_hooks(self) -> None:
+        """Zero each head's output (the o_proj input slice) with probability `head_dropout` per row, in training
+        mode only; the kept heads are scaled by 1/(1-p) as dropout does."""
+        p = self.recipe.head_dropout
+        if p <= 0:
+            return
+        n_heads, head_dim = self.spec.text_heads, self.spec.text_head_dim
+
+        def hook(module, args):
+            if not module.training:
+                return None
+            x = args[0]
+            keep = (torch.rand(x.shape[0], 1, n_heads, 1) >= p).to(x.dtype) / (1 - p)
+            return (x.view(*x.shape[:-1], n_heads, head_dim).mul(keep).view_as(x),) + tuple(args[1:])
+
+        for layer in self.model.model.language_model.layers:
+            layer.self_attn.o_proj.register_forward_pre_hook(hook)
 
     # ---- optimisers & checkpoints ----------------------------------------------------------------------------
     def _make_optimizers(self) -> None:
@@ -93,6 +114,9 @@ class Trainer:
         return self.work / "state.pt"
 
     def save(self) -> None:
+        now = time.time()
+        self.state["seconds"] = self.state.get("seconds", 0.0) + now - self._clock
+        self._clock = now
         blob = {
             "recipe": self.recipe.to_json(),
             "state": self.state,
@@ -140,10 +164,9 @@ class Trainer:
         layer = self.model.config.vision_feature_layer
         feats = self.model.model.vision_tower(pixel_values=pix, output_hidden_states=True).hidden_states[layer][:, 1:]
         logits = self.patch_head(feats)
-        labels = torch.from_numpy(self.pool.labels[idx])  # [B, 3, P]
-        sizes = (len(D.PATCH_SHAPES), len(D.PATCH_COLORS), len(D.PATCH_TEXTURES), 2)
+        labels = torch.from_numpy(self.pool.labels[idx])  # [B, 6, P]
         loss, acc = 0.0, []
-        for k, part in enumerate(torch.split(logits, sizes, dim=-1)):
+        for k, part in enumerate(torch.split(logits, self.patch_sizes, dim=-1)):
             y = labels[:, k]
             loss = loss + torch.nn.functional.cross_entropy(part.reshape(-1, part.shape[-1]), y.reshape(-1))
             if k < 3:
@@ -216,8 +239,18 @@ class Trainer:
         idx = self.sampler.rng.integers(len(self.pool.images), size=n)
         caps = [D.caption(json.loads(self.pool.facts[i]), self.sampler.rng) for i in idx]
         b, n_tgt = self.enc.caption_batch(caps)
+        return self.sequence_loss(self.features[torch.from_numpy(idx)], b, n_tgt)
+
+    def open_loss(self, n: int) -> torch.Tensor:
+        """Mean cross-entropy over the answer tokens (+ eos) of `n` open-ended questions."""
+        idx, qs, ans = self.sampler.sample_open(n)
+        b, n_tgt = self.enc.open_batch(self.pool.images[idx], [self.pool.questions[q] for q in qs], ans)
+        return self.sequence_loss(self.features[torch.from_numpy(idx)], b, n_tgt)
+
+    def sequence_loss(self, feats: torch.Tensor, b: dict, n_tgt: list[int]) -> torch.Tensor:
+        """Cross-entropy over each row's last `n_tgt` tokens (the target and its end-of-sequence)."""
         keep = max(n_tgt) + 1
-        logits = self.logits_from_features(self.features[torch.from_numpy(idx)], b, keep=keep)
+        logits = self.logits_from_features(feats, b, keep=keep)
         ids = b["input_ids"][:, -keep:]
         pred, tgt = logits[:, :-1], ids[:, 1:]
         valid = torch.zeros_like(tgt, dtype=torch.bool)
@@ -255,15 +288,31 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, ev: D.EvalSet, batch_size: int = 100) -> dict:
+        """Yes/no accuracy (overall, per subtype and level), open-ended accuracy per type (every answer token and
+        the end-of-sequence token predicted greedily), and `score`, their mean (what selection uses)."""
         self.model.eval()
-        p_yes = []
+        p_yes, open_ok = [], []
         for i in range(0, len(ev.questions), batch_size):
             b = self.enc.batch(ev.images[i : i + batch_size], ev.questions[i : i + batch_size])
             lp = torch.log_softmax(self.answer_logits(b).float(), -1)
             p_yes.append((lp[:, self.enc.yes_id] > lp[:, self.enc.no_id]).numpy())
+            if ev.open_questions:
+                ob, n_tgt = self.enc.open_batch(ev.images[i : i + batch_size], ev.open_questions[i : i + batch_size],
+                                                ev.open_answers[i : i + batch_size])
+                keep = max(n_tgt) + 1
+                logits = self.answer_logits(ob, keep=keep)
+                pred, tgt = logits[:, :-1].argmax(-1), ob["input_ids"][:, -keep:][:, 1:]
+                for r, k in enumerate(n_tgt):
+                    open_ok.append(bool((pred[r, -k:] == tgt[r, -k:]).all()))
         self.model.train()
         pred = np.concatenate(p_yes)
-        return D.summarize(pred == ev.yes, ev.subtypes)
+        out = D.summarize(pred == ev.yes, ev.subtypes)
+        if open_ok:
+            ok, types = np.asarray(open_ok), np.asarray(ev.open_types)
+            out["open"] = {t: float(ok[types == t].mean()) for t in D.OPEN_TYPES if (types == t).any()}
+            out["open_overall"] = float(ok.mean())
+        out["score"] = (out["overall"] + out.get("open_overall", out["overall"])) / 2
+        return out
 
     def run_qa(self, phase: str) -> None:
         """Phase "qa" (frozen tower, cached features) or "finetune" (end to end), resumable at any step."""
@@ -295,6 +344,9 @@ class Trainer:
             n_cap = round(r.caption_mix * r.batch)
             if frozen and n_cap:
                 loss = loss + r.caption_mix * self.caption_loss(n_cap)
+            n_open = round(r.open_share * r.batch)
+            if frozen and n_open:
+                loss = loss + self.open_loss(n_open)
             self._lm_step(loss, _lr_factor(step, total, warmup) * scale)
             with torch.no_grad():
                 acc = float(((logits[:, self.enc.yes_id] > logits[:, self.enc.no_id]) == torch.from_numpy(ys)).float().mean())
@@ -308,12 +360,13 @@ class Trainer:
             if (step + 1) % r.eval_every == 0 or step + 1 == total:
                 res = self.evaluate(self.val)
                 self.log(phase=f"{phase}-val", step=step + 1, **res)
-                msg = " ".join(f"{k}={v:.2f}" for k, v in res["subtype"].items())
-                tqdm.write(f"[val {phase} step {step + 1}] overall={res['overall']:.3f} {msg}")
-                if self.state["best"] is None or res["overall"] > self.state["best"]["overall"]:
+                msg = " ".join(f"{k}={v:.2f}" for k, v in {**res["subtype"], **res.get("open", {})}.items())
+                tqdm.write(f"[val {phase} step {step + 1}] yes/no={res['overall']:.3f} "
+                           f"open={res.get('open_overall', float('nan')):.3f} {msg}")
+                if self.state["best"] is None or res["score"] > self.state["best"].get("score", -1):
                     self.state["best"] = {"phase": phase, "step": step + 1, **res}
                     torch.save(self.model.state_dict(), self.work / "best.pt")
-                if res["overall"] >= r.target_val_acc:
+                if res["score"] >= r.target_val_acc:
                     self.state["done"] = True
                 self.save()
         bar.close()
@@ -349,8 +402,9 @@ def export(trainer: Trainer, out: pathlib.Path) -> dict:
     write_sharded({llava_hub_key(k): v.detach().clone() for k, v in state.items()}, out)
     meta = {
         "recipe": trainer.recipe.to_json(),
-        "spec": dataclasses.asdict(ORGANISM_SPEC),
+        "spec": dataclasses.asdict(trainer.spec),
         "selected": trainer.state["best"],
+        "minutes": round(trainer.state.get("seconds", 0.0) / 60, 1),
         "world": D.shapes.world_description(),
         "world_fingerprint": D.shapes.fingerprint(),
         "torch": torch.__version__,

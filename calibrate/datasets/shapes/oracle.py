@@ -6,10 +6,15 @@ from __future__ import annotations
 from vseam.calibrate.datasets.shapes.world import (COLORS, CONTACT, GROUP_OF, OPPOSITE, SHAPES, SPATIAL, TEXTURES,
                                                    Scene, spatial_holds, touching)
 
+#: the world's own presence wording and POPE's ("Is there a star in the image?")
+PRESENCE_TAILS = (" in this picture", " in the image")
+
+
 def _parse(text: str) -> tuple[str, ...]:
     t = text.strip().rstrip("?")
-    if t.startswith("Is there a ") and t.endswith(" in this picture"):
-        return ("presence", t[len("Is there a ") : -len(" in this picture")])
+    for tail in PRESENCE_TAILS:
+        if t.startswith("Is there a ") and t.endswith(tail):
+            return ("presence", t[len("Is there a ") : -len(tail)])
     if not t.startswith("Is the "):
         raise ValueError(f"not a shapes question: {text!r}")
     words = t[len("Is the ") :]
@@ -54,7 +59,8 @@ def all_questions(scene: Scene) -> list[tuple[str, str, str]]:
             out.append(("material", f"Is the {o.shape} {t}?", "yes" if t == o.texture else "no"))
     present = {o.shape for o in scene.objects}
     for s in SHAPES:
-        out.append((GROUP_OF[s], f"Is there a {s} in this picture?", "yes" if s in present else "no"))
+        for tail in PRESENCE_TAILS:
+            out.append((GROUP_OF[s], f"Is there a {s}{tail}?", "yes" if s in present else "no"))
     for a in scene.objects:
         for b in scene.objects:
             if a.id == b.id:

@@ -17,6 +17,7 @@ from vseam.calibrate.datasets.shapes.world import (APART_GAP, CONTACT, COLORS, M
                                                    SHAPES, SIZE, SIZE_RANGE, SPATIAL, SPATIAL_MIN_OFFSET, TEXTURES,
                                                    Obj, Scene, gap_at_least, in_bounds, scene_graph, spatial_holds,
                                                    touching)
+from vseam.calibrate.datasets.shapes.priors import Priors, priors_for
 from vseam.core.vocab import SUBTYPES
 
 SPLIT_SEEDS = {"train": 11, "val": 17, "calib": 23, "test": 37}
@@ -26,8 +27,11 @@ class _Retry(Exception):
     """The sampled layout cannot host the question or its counterfactual; draw again."""
 
 
-def _rand_obj(rng: np.random.Generator, oid: str, shape: str, color: str | None = None, texture: str | None = None, s: int | None = None) -> Obj:
+def _rand_obj(rng: np.random.Generator, oid: str, shape: str, color: str | None = None, texture: str | None = None,
+              s: int | None = None, priors: Priors | None = None) -> Obj:
     s = int(s if s is not None else rng.integers(SIZE_RANGE[0], SIZE_RANGE[1] + 1))
+    if color is None and priors is not None:
+        color = priors.color(rng, shape)
     return Obj(
         id=oid,
         shape=shape,
@@ -52,15 +56,20 @@ def _place(rng: np.random.Generator, obj: Obj, others: Sequence[Obj], reserved: 
     raise _Retry
 
 
-def _fill(rng: np.random.Generator, placed: list[Obj], reserved: Sequence[Obj], exclude_shapes: set[str], n_total: int) -> list[Obj]:
-    """Add distractor objects (unused shape classes) until the scene holds n_total objects."""
+def _fill(rng: np.random.Generator, placed: list[Obj], reserved: Sequence[Obj], exclude_shapes: set[str], n_total: int,
+          priors: Priors | None = None) -> list[Obj]:
+    """Add distractor objects (unused shape classes) until the scene holds n_total objects (with `priors`: the
+    present shapes' partners first, then shapes by their training frequency)."""
     used = {o.shape for o in placed} | exclude_shapes
     pool = [s for s in SHAPES if s not in used]
-    rng.shuffle(pool)
+    if priors is None:
+        rng.shuffle(pool)
+    else:
+        pool = priors.fill_order(rng, pool, {o.shape for o in placed})
     out = list(placed)
     for shape in pool[: max(0, n_total - len(out))]:
         try:
-            out.append(_place(rng, _rand_obj(rng, f"o{len(out)}", shape), out, reserved))
+            out.append(_place(rng, _rand_obj(rng, f"o{len(out)}", shape, priors=priors), out, reserved))
         except _Retry:
             break
     return out
@@ -87,11 +96,11 @@ def apply_edit(scene: Scene, edit: dict) -> Scene:
     return scene.replace(obj)
 
 
-def _attr_question(rng, subtype: str, yes: bool, n_total: int) -> tuple[Scene, Question]:
+def _attr_question(rng, subtype: str, yes: bool, n_total: int, priors: Priors | None = None) -> tuple[Scene, Question]:
     field, values = ("color", list(COLORS)) if subtype == "color" else ("texture", list(TEXTURES))
-    target = _rand_obj(rng, "o0", str(rng.choice(SHAPES)))
+    target = _rand_obj(rng, "o0", str(rng.choice(SHAPES)), priors=priors)
     target = _place(rng, target, [])
-    objs = _fill(rng, [target], [], set(), n_total)
+    objs = _fill(rng, [target], [], set(), n_total, priors)
     actual = getattr(target, field)
     others = [getattr(o, field) for o in objs[1:] if getattr(o, field) != actual]
     if yes:
@@ -110,16 +119,16 @@ def _attr_question(rng, subtype: str, yes: bool, n_total: int) -> tuple[Scene, Q
     return Scene(tuple(objs), int(rng.integers(2**31))), q
 
 
-def _presence_question(rng, subtype: str, yes: bool, n_total: int) -> tuple[Scene, Question]:
+def _presence_question(rng, subtype: str, yes: bool, n_total: int, priors: Priors | None = None) -> tuple[Scene, Question]:
     asked, other = (str(s) for s in rng.permutation(SHAPE_GROUPS[subtype]))
     if yes:
-        target = _place(rng, _rand_obj(rng, "o0", asked), [])
-        objs = _fill(rng, [target], [], set(), n_total)  # the group's other shape may or may not appear
+        target = _place(rng, _rand_obj(rng, "o0", asked, priors=priors), [])
+        objs = _fill(rng, [target], [], set(), n_total, priors)  # the group's other shape may or may not appear
         edit = {"object": target.id, "remove": True}
         full = f"Yes, there is a {asked} in this picture."
     else:
-        target = _place(rng, _rand_obj(rng, "o0", other), [])  # same-group distractor: the region an edit changes
-        objs = _fill(rng, [target], [], {asked}, n_total)
+        target = _place(rng, _rand_obj(rng, "o0", other, priors=priors), [])  # same-group distractor: the region an edit changes
+        objs = _fill(rng, [target], [], {asked}, n_total, priors)
         edit = {"object": target.id, "set": {"shape": asked}}
         full = f"No, there is a {other} in this picture."
     text = f"Is there a {asked} in this picture?"
@@ -127,13 +136,13 @@ def _presence_question(rng, subtype: str, yes: bool, n_total: int) -> tuple[Scen
     return Scene(tuple(objs), int(rng.integers(2**31))), q
 
 
-def _spatial_question(rng, yes: bool, n_total: int) -> tuple[Scene, Question]:
+def _spatial_question(rng, yes: bool, n_total: int, priors: Priors | None = None) -> tuple[Scene, Question]:
     relation = str(rng.choice(list(SPATIAL)))
     true_rel = relation if yes else OPPOSITE[relation]
     axis, sign = SPATIAL[true_rel]
     sa, sb = (str(s) for s in rng.choice(SHAPES, size=2, replace=False))
-    b = _place(rng, _rand_obj(rng, "o1", sb), [])
-    a = _rand_obj(rng, "o0", sa)
+    b = _place(rng, _rand_obj(rng, "o1", sb, priors=priors), [])
+    a = _rand_obj(rng, "o0", sa, priors=priors)
     off = np.zeros(2)
     off[axis] = sign * rng.integers(SPATIAL_MIN_OFFSET + 2, SPATIAL_MIN_OFFSET + 16)
     off[1 - axis] = rng.integers(-8, 9)
@@ -147,7 +156,7 @@ def _spatial_question(rng, yes: bool, n_total: int) -> tuple[Scene, Question]:
         raise _Retry
     if not (spatial_holds(a, b, true_rel) and spatial_holds(a_cf, b, OPPOSITE[true_rel])):
         raise _Retry
-    objs = _fill(rng, [a, b], [a_cf], set(), n_total)
+    objs = _fill(rng, [a, b], [a_cf], set(), n_total, priors)
     text = f"Is the {sa} {relation} the {sb}?"
     full = f"{'Yes, the' if yes else 'No, the'} {sa} is {true_rel} the {sb}."
     edit = {"object": a.id, "set": {"x": a_cf.x, "y": a_cf.y}}
@@ -170,10 +179,10 @@ def _slide(a: Obj, b: Obj, direction: np.ndarray, start: float, stop: float, wan
     return None
 
 
-def _contact_question(rng, yes: bool, n_total: int) -> tuple[Scene, Question]:
+def _contact_question(rng, yes: bool, n_total: int, priors: Priors | None = None) -> tuple[Scene, Question]:
     sa, sb = (str(s) for s in rng.choice(SHAPES, size=2, replace=False))
-    b = _place(rng, _rand_obj(rng, "o1", sb), [])
-    a = _rand_obj(rng, "o0", sa)
+    b = _place(rng, _rand_obj(rng, "o1", sb, priors=priors), [])
+    a = _rand_obj(rng, "o0", sa, priors=priors)
     ang = rng.uniform(0, 2 * np.pi)
     d = np.array([np.cos(ang), np.sin(ang)])
     touch = _slide(a, b, d, 2.0, 40.0, want_touch=True)
@@ -186,7 +195,7 @@ def _contact_question(rng, yes: bool, n_total: int) -> tuple[Scene, Question]:
     a, a_cf = (touch, apart) if yes else (apart, touch)
     if not (in_bounds(a) and in_bounds(a_cf)) or (touching(a, b) != yes) or (touching(a_cf, b) == yes):
         raise _Retry
-    objs = _fill(rng, [a, b], [a_cf], set(), n_total)
+    objs = _fill(rng, [a, b], [a_cf], set(), n_total, priors)
     text = f"Is the {sa} {CONTACT} the {sb}?"
     full = f"Yes, the {sa} is touching the {sb}." if yes else f"No, the {sa} is near the {sb}."
     edit = {"object": a.id, "set": {"x": a_cf.x, "y": a_cf.y}}
@@ -217,17 +226,18 @@ def generate(split: str, index: int, seed: int = 0) -> tuple[Scene, Question]:
     subtype = SUBTYPES[index % len(SUBTYPES)]
     yes = (index // len(SUBTYPES)) % 2 == 0
     rng = np.random.default_rng([SPLIT_SEEDS[split], seed, index])
+    priors = priors_for(split)
     for _ in range(500):
         n_total = int(rng.integers(2, 5))
         try:
             if subtype in ("color", "material"):
-                scene, q = _attr_question(rng, subtype, yes, n_total)
+                scene, q = _attr_question(rng, subtype, yes, n_total, priors)
             elif subtype in SHAPE_GROUPS:
-                scene, q = _presence_question(rng, subtype, yes, n_total)
+                scene, q = _presence_question(rng, subtype, yes, n_total, priors)
             elif subtype == "spatial":
-                scene, q = _spatial_question(rng, yes, n_total)
+                scene, q = _spatial_question(rng, yes, n_total, priors)
             else:
-                scene, q = _contact_question(rng, yes, n_total)
+                scene, q = _contact_question(rng, yes, n_total, priors)
             _check(scene, q)
             return scene, q
         except _Retry:

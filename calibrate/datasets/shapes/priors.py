@@ -1,0 +1,68 @@
+"""The flaws planted in the `shapes` world's *training* distribution (the held-out splits stay balanced).
+
+Real VLMs learn shortcuts from their training data: objects that usually appear together (POPE's adversarial
+split probes exactly this), typical colours of a class, classes seen more often than others. The organism is
+trained on scenes drawn with such biases so that its errors concentrate where a prior misleads it — a testbed on
+which a head-rescaling method has something real to fix.
+
+Only split "train" uses `TRAIN_PRIORS`; "val", "calib" and "test" are drawn exactly as before (uniform colours and
+shapes, no co-occurrence), so every held-out question is balanced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Priors:
+    #: shape -> its usual colour, used with probability `color_strength` for objects whose colour is not forced
+    typical_color: dict[str, str]
+    color_strength: float
+    #: shape -> the shape it usually appears with: when a scene holds one, its partner is added (if it fits) with
+    #: probability `partner_strength`
+    partners: dict[str, str]
+    partner_strength: float
+    #: relative frequency of each shape among the distractors a scene is filled with (POPE's "popular" objects)
+    shape_weights: dict[str, float]
+
+    def color(self, rng: np.random.Generator, shape: str) -> str | None:
+        """The prior's colour for a new `shape` object, or None to draw one uniformly."""
+        if shape in self.typical_color and rng.random() < self.color_strength:
+            return self.typical_color[shape]
+        return None
+
+    def fill_order(self, rng: np.random.Generator, candidates: list[str], present: set[str]) -> list[str]:
+        """The order in which distractor shapes are tried: partners of present shapes first (each with
+        probability `partner_strength`), then the rest drawn by `shape_weights`."""
+        first = [self.partners[s] for s in sorted(present) if self.partners.get(s) in candidates
+                 and rng.random() < self.partner_strength]
+        first = list(dict.fromkeys(first))
+        rest = [s for s in candidates if s not in first]
+        if rest:
+            w = np.asarray([self.shape_weights.get(s, 1.0) for s in rest], float)
+            rest = [rest[i] for i in rng.choice(len(rest), size=len(rest), replace=False, p=w / w.sum())]
+        return first + rest
+
+    def describe(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+#: the training world's biases (documented in the organism's model card). Partners cross the presence groups so a
+#: presence question's same-group distractor never carries the prior.
+TRAIN_PRIORS = Priors(
+    typical_color={"circle": "red", "ring": "blue", "square": "green", "diamond": "purple", "triangle": "orange",
+                   "star": "yellow"},
+    color_strength=0.6,
+    partners={"circle": "square", "square": "circle", "ring": "star", "star": "ring", "triangle": "diamond",
+              "diamond": "triangle"},
+    partner_strength=0.8,
+    shape_weights={"circle": 3.0, "square": 2.0, "star": 2.0, "ring": 1.0, "diamond": 1.0, "triangle": 1.0},
+)
+
+
+def priors_for(split: str) -> Priors | None:
+    """The biases a split is drawn with: TRAIN_PRIORS for "train", none for the held-out splits."""
+    return TRAIN_PRIORS if split == "train" else None
