@@ -87,3 +87,26 @@ def test_demo_runs_end_to_end_on_a_small_slice(tmp_path):
     for kind in ("color", "object", "location"):
         rep = json.loads((out / "eval" / "cocoqa" / kind / "report.json").read_text())
         assert rep["requests"]["failed"] == 0 and rep["data"]["records"] >= 7
+
+    # the README's pictures and the prior-overlap table are drawn from this run directory
+    from vseam.head_profiles import load_profile
+    from vseam.organism import figures, overlap
+
+    pics = tmp_path / "docs"
+    assert figures.main(["--run", str(out), "--out", str(pics)]) == 0
+    for name in ("demo-heads.png", "demo-accuracy.png"):
+        data = (pics / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+    from vseam.core.engine import HeadEngine
+
+    engine = HeadEngine.from_pretrained(str(WEIGHTS_DIR))
+    pairs = overlap.prior_records(140, tmp_path / "ov")
+    assert pairs and all(r.subtype in ("animal", "vehicle", "indoor") for r, _ in pairs)
+    prof = load_profile(summary["paper_profiles"]["object"])
+    table = overlap.overlap_table(engine, [prof], pairs)
+    assert table["questions"] == len(pairs)
+    for set_name, row in table["profiles"][prof.name].items():
+        assert row["heads"] == len(getattr(prof, set_name))
+        assert 0.0 <= row["target"] <= 100.0 and 0.0 <= row["prior"] <= 100.0
+        # target and partner boxes do not overlap (objects are kept apart), so the two shares add to at most 100%
+        assert row["target"] + row["prior"] <= 100.0 + 1e-6

@@ -47,6 +47,33 @@ def predict(engine, split: str, n: int, seed: int = 0, batch: int = 50, progress
     return np.concatenate(preds), np.asarray(gold), subtypes, np.concatenate(pyes)
 
 
+def prior_says_yes(scene, question) -> bool | None:
+    """What the planted training prior suggests for a held-out question: colour questions follow the shape's
+    typical colour, presence questions the presence of the asked shape's partner; None for other subtypes."""
+    from vseam.calibrate.datasets.shapes.priors import TRAIN_PRIORS as P
+
+    if question.subtype == "color":
+        shape, colour = question.text[len("Is the "):].rstrip("?").split(" ", 1)
+        return P.typical_color[shape] == colour
+    if question.text.startswith("Is there a "):
+        asked = question.text[len("Is there a "):].split(" in ")[0]
+        return any(o.shape == P.partners[asked] for o in scene.objects)
+    return None
+
+
+def prior_breakdown(correct: np.ndarray, split: str, seed: int = 0) -> dict:
+    """Accuracy on held-out questions where the training prior agrees with the truth vs where it misleads."""
+    from vseam.calibrate.datasets import shapes
+
+    groups: dict[str, list[bool]] = {"prior agrees": [], "prior misleads": []}
+    for i, ok in enumerate(correct):
+        scene, q = shapes.generate(split, i, seed)
+        says = prior_says_yes(scene, q)
+        if says is not None:
+            groups["prior agrees" if says == (q.answer == "yes") else "prior misleads"].append(bool(ok))
+    return {k: {"n": len(v), "accuracy": float(np.mean(v)) if v else None} for k, v in groups.items()}
+
+
 def evaluate(weights: pathlib.Path, n: int, progress: bool = True) -> dict:
     import torch
 
@@ -62,6 +89,7 @@ def evaluate(weights: pathlib.Path, n: int, progress: bool = True) -> dict:
     res["yes_rate"] = float(pred.mean())
     res["quick"] = {"n": QUICK_N, "accuracy": float(correct[:QUICK_N].mean())}
     res["mean_confidence"] = float(np.mean(np.where(gold, pyes, 1 - pyes)))
+    res["priors"] = prior_breakdown(correct, HELD_OUT_SPLIT)
     return res
 
 
@@ -128,8 +156,9 @@ def priors_lines() -> list[str]:
     return lines
 
 
-def write_card(res: dict, weights: pathlib.Path, removal: dict | None = None) -> None:
+def write_card(res: dict, weights: pathlib.Path, removal: dict | None = None, overlap: dict | None = None) -> None:
     from vseam.organism.recipe import ORGANISM_SPEC
+    from vseam.organism.overlap import lines as overlap_lines
     from vseam.organism.robustness import table as removal_table
 
     training = json.loads((weights / "training.json").read_text()) if (weights / "training.json").exists() else {}
@@ -138,7 +167,7 @@ def write_card(res: dict, weights: pathlib.Path, removal: dict | None = None) ->
     n_params = idx["metadata"]["total_size"] // 4
     size_mb = sum(p.stat().st_size for p in weights.glob("*.safetensors")) / 1e6
     card = {"held_out": res, "training": training, "parameters": n_params, "weights_mb": round(size_mb, 2),
-            "model_id": cfg.get("_name_or_path"), "random_removal": removal}
+            "model_id": cfg.get("_name_or_path"), "random_removal": removal, "prior_overlap": overlap}
     CARD_JSON.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
 
     tc, vc = cfg["text_config"], cfg["vision_config"]
@@ -211,9 +240,15 @@ def write_card(res: dict, weights: pathlib.Path, removal: dict | None = None) ->
         "",
         *priors_lines(),
         "",
+        *([f"Held-out colour and presence questions (split `{res['split']}`): "
+           + "; ".join(f"{k}: {100 * v['accuracy']:.1f}% of {v['n']}" for k, v in res["priors"].items()
+                       if v["accuracy"] is not None) + ".", ""] if res.get("priors") else []),
         *([f"## Random head removal (split `{removal['split']}`, n={removal['n']}, {SEEDS_TEXT})", "",
            *removal_table(removal), ""] if removal else []),
-        f"Regenerate this card: `.venv/bin/python -m vseam.organism.card --n {res['n']}`.",
+        *(["## Where positive and negative heads look (paper Table 14, with the planted prior)", "",
+            *overlap_lines(overlap), ""] if overlap else []),
+        f"Regenerate this card: `.venv/bin/python -m vseam.organism.card --n {res['n']}"
+        + (" --overlap-profiles PROFILE..." if overlap else "") + "`.",
         "",
         NOTES,
     ]
@@ -225,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", default=str(WEIGHTS_DIR))
     p.add_argument("--n", type=int, default=1400, help="held-out questions (a multiple of 7 keeps subtypes equal)")
     p.add_argument("--no-removal", dest="removal", action="store_false", help="skip the random head-removal curve")
+    p.add_argument("--overlap-profiles", nargs="*", default=[],
+                   help="profiles (e.g. the demo's) whose heads' attention on the target vs the prior's object goes on the card")
     args = p.parse_args(argv)
     res = evaluate(pathlib.Path(args.weights), args.n)
     removal = None
@@ -238,7 +275,19 @@ def main(argv: list[str] | None = None) -> int:
         removal = removal_curve(HeadEngine.from_pretrained(args.weights), n=min(args.n, 700))
         for row in removal["curve"].values():
             row.pop("base_detail", None)
-    write_card(res, pathlib.Path(args.weights), removal)
+    overlap = None
+    if args.overlap_profiles:
+        import tempfile
+
+        from vseam.core.engine import HeadEngine
+        from vseam.head_profiles import load_profile
+        from vseam.organism.overlap import overlap_table, prior_records
+
+        with tempfile.TemporaryDirectory() as tmp:
+            overlap = overlap_table(HeadEngine.from_pretrained(args.weights),
+                                    [load_profile(x) for x in args.overlap_profiles],
+                                    prior_records(min(args.n, 700), pathlib.Path(tmp)))
+    write_card(res, pathlib.Path(args.weights), removal, overlap)
     print(json.dumps({k: res[k] for k in ("overall", "subtype", "level")}, indent=1))
     print(f"wrote {CARD_JSON} and {MODEL_CARD}")
     return 0

@@ -142,7 +142,12 @@ class Pool:
 
 def build_pool(n: int, seed: int, cache_dir: pathlib.Path | None = None, progress: bool = True) -> Pool:
     """Generate (or load from cache) `n` training scenes of split "train"."""
-    key = hashlib.sha256(f"{shapes.fingerprint()}-{n}-{seed}-{PATCH_MIN_PIXELS}-v2-open-location-rowcol".encode()).hexdigest()[:12]
+    from vseam.calibrate.datasets.shapes.priors import TRAIN_PRIORS
+
+    blob = f"{shapes.fingerprint()}-{n}-{seed}-{PATCH_MIN_PIXELS}-v2-open-location-rowcol"
+    if TRAIN_PRIORS is not None:
+        blob += json.dumps(TRAIN_PRIORS.describe(), sort_keys=True)
+    key = hashlib.sha256(blob.encode()).hexdigest()[:12]
     cache_dir = pathlib.Path(cache_dir or shapes.default_images_dir().parent / "organism")
     path = cache_dir / f"pool-{key}.npz"
     if path.exists():
