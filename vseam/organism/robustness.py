@@ -80,8 +80,8 @@ def removal_curve(engine, n: int = 700, counts=COUNTS, seeds: int = SEEDS, batch
 def table(res: dict) -> list[str]:
     lines = ["| heads zeroed | mean accuracy | mean change | worst seed change |", "|---|---|---|---|"]
     for key, row in res["curve"].items():
-        lines.append(f"| {key} of {res['heads']} | {100 * row['mean']:.1f}% | {-row['mean_drop_pp']:+.2f} pp | "
-                     f"{-row['worst_drop_pp']:+.2f} pp |")
+        lines.append(f"| {key} of {res['heads']} | {100 * row['mean']:.1f}% | {0.0 - row['mean_drop_pp']:+.2f} pp | "
+                     f"{0.0 - row['worst_drop_pp']:+.2f} pp |")
     return lines
 
 

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from vseam.core.files import atomic_write_with
 from vseam.organism import WEIGHTS_DIR
 from vseam.organism import data as D
-from vseam.organism.recipe import Recipe
+from vseam.organism.recipe import COMMITTED_PRESET, PRESETS, Recipe, preset
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
@@ -62,12 +62,14 @@ class Trainer:
         self.model.train()
         self._head_dropout_hooks()
         self.enc = D.Encoder(self.processor)
-        self.pool = D.build_pool(recipe.train_scenes, recipe.seed, progress=progress)
+        self.pool = D.build_pool(recipe.train_scenes, recipe.seed, progress=progress, world=recipe.world)
         self.val = D.eval_set("val", recipe.val_size, recipe.seed)
         self.sampler = D.Sampler(self.pool, recipe.primary_share, recipe.seed, recipe.weights())
         vcfg = self.model.config.vision_config
         grid = vcfg.image_size // vcfg.patch_size
-        self.patch_sizes = (len(D.PATCH_SHAPES), len(D.PATCH_COLORS), len(D.PATCH_TEXTURES), 2, grid, grid)
+        self.patch_sizes = (len(D.PATCH_SHAPES), len(D.PATCH_COLORS), len(D.PATCH_TEXTURES), 2)
+        if recipe.patch_positions:
+            self.patch_sizes += (grid, grid)
         self.patch_head = torch.nn.Linear(vcfg.hidden_size, sum(self.patch_sizes))
         self.features: torch.Tensor | None = None
         self.state = {"phase": "vision", "step": 0, "best": None, "done": False}
@@ -237,7 +239,7 @@ class Trainer:
     def caption_loss(self, n: int) -> torch.Tensor:
         """Mean cross-entropy over the description tokens (+ eos) of `n` random training scenes."""
         idx = self.sampler.rng.integers(len(self.pool.images), size=n)
-        caps = [D.caption(json.loads(self.pool.facts[i]), self.sampler.rng) for i in idx]
+        caps = [D.caption(json.loads(self.pool.facts[i]), self.sampler.rng, self.recipe.caption_locations) for i in idx]
         b, n_tgt = self.enc.caption_batch(caps)
         return self.sequence_loss(self.features[torch.from_numpy(idx)], b, n_tgt)
 
@@ -311,7 +313,8 @@ class Trainer:
             ok, types = np.asarray(open_ok), np.asarray(ev.open_types)
             out["open"] = {t: float(ok[types == t].mean()) for t in D.OPEN_TYPES if (types == t).any()}
             out["open_overall"] = float(ok.mean())
-        out["score"] = (out["overall"] + out.get("open_overall", out["overall"])) / 2
+        # selection: yes/no accuracy, averaged with open-ended accuracy when the recipe trains open-ended answers
+        out["score"] = (out["overall"] + out["open_overall"]) / 2 if self.recipe.open_share > 0 else out["overall"]
         return out
 
     def run_qa(self, phase: str) -> None:
@@ -345,8 +348,8 @@ class Trainer:
             if frozen and n_cap:
                 loss = loss + r.caption_mix * self.caption_loss(n_cap)
             n_open = round(r.open_share * r.batch)
-            if frozen and n_open:
-                loss = loss + self.open_loss(n_open)
+            if frozen and n_open and step >= r.open_start:
+                loss = loss + r.open_weight * self.open_loss(n_open)
             self._lm_step(loss, _lr_factor(step, total, warmup) * scale)
             with torch.no_grad():
                 acc = float(((logits[:, self.enc.yes_id] > logits[:, self.enc.no_id]) == torch.from_numpy(ys)).float().mean())
@@ -420,10 +423,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="discard an existing checkpoint in --work")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest when other jobs share the 2 cores)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--preset", default=COMMITTED_PRESET, choices=sorted(PRESETS),
+                   help=f"named recipe (default {COMMITTED_PRESET}: the committed weights'); fields below override it")
     for f in dataclasses.fields(Recipe):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None)
+        kind = type(f.default)
+        p.add_argument("--" + f.name.replace("_", "-"), default=None,
+                       type=(lambda v: v.lower() in ("1", "true", "yes")) if kind is bool else kind)
     args = p.parse_args(argv)
-    recipe = Recipe(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe) if getattr(args, f.name) is not None})
+    recipe = preset(args.preset, **{f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe)
+                                   if getattr(args, f.name) is not None})
     torch.set_num_threads(args.threads)
     work = pathlib.Path(args.work)
     if args.fresh and work.exists():

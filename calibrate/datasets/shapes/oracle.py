@@ -45,7 +45,7 @@ def answer_from_graph(graph: dict, subtype: str | None, text: str) -> str:
     return "yes" if any(r["object"] == other[0] and r["name"] == p[2] for r in subj["relations"]) else "no"
 
 
-def all_questions(scene: Scene) -> list[tuple[str, str, str]]:
+def all_questions(scene: Scene, pope_wording: bool = True) -> list[tuple[str, str, str]]:
     """Every (subtype, question, answer) this world's templates can ask about `scene` with a definite answer.
 
     Spatial questions are asked only about pairs where the relation or its opposite holds (no ambiguous pairs).
@@ -59,7 +59,7 @@ def all_questions(scene: Scene) -> list[tuple[str, str, str]]:
             out.append(("material", f"Is the {o.shape} {t}?", "yes" if t == o.texture else "no"))
     present = {o.shape for o in scene.objects}
     for s in SHAPES:
-        for tail in PRESENCE_TAILS:
+        for tail in PRESENCE_TAILS if pope_wording else PRESENCE_TAILS[:1]:
             out.append((GROUP_OF[s], f"Is there a {s}{tail}?", "yes" if s in present else "no"))
     for a in scene.objects:
         for b in scene.objects:

@@ -219,14 +219,17 @@ def _check(scene: Scene, q: Question) -> None:
             raise _Retry
 
 
-def generate(split: str, index: int, seed: int = 0) -> tuple[Scene, Question]:
-    """Record `index` of a split: subtype cycles through SUBTYPES, the answer alternates yes/no per cycle."""
+def generate(split: str, index: int, seed: int = 0, priors: Priors | None | str = "split") -> tuple[Scene, Question]:
+    """Record `index` of a split: subtype cycles through SUBTYPES, the answer alternates yes/no per cycle.
+
+    priors: "split" (default) draws the split with its own biases (`priors_for`: the training priors for "train",
+    none for held-out splits); None draws without any (the first organism's uniform training world)."""
     if split not in SPLIT_SEEDS:
         raise ValueError(f"unknown shapes split {split!r}; choose from {sorted(SPLIT_SEEDS)}")
     subtype = SUBTYPES[index % len(SUBTYPES)]
     yes = (index // len(SUBTYPES)) % 2 == 0
     rng = np.random.default_rng([SPLIT_SEEDS[split], seed, index])
-    priors = priors_for(split)
+    priors = priors_for(split) if priors == "split" else priors
     for _ in range(500):
         n_total = int(rng.integers(2, 5))
         try:
