@@ -52,12 +52,13 @@ def prior_says_yes(scene, question) -> bool | None:
     typical colour, presence questions the presence of the asked shape's partner; None for other subtypes."""
     from vseam.calibrate.datasets.shapes.priors import TRAIN_PRIORS as P
 
+    from vseam.calibrate.datasets.shapes.oracle import parse_question
+
+    parts = parse_question(question.text)
     if question.subtype == "color":
-        shape, colour = question.text[len("Is the "):].rstrip("?").split(" ", 1)
-        return P.typical_color[shape] == colour
-    if question.text.startswith("Is there a "):
-        asked = question.text[len("Is there a "):].split(" in ")[0]
-        return any(o.shape == P.partners[asked] for o in scene.objects)
+        return P.typical_color[parts[1]] == parts[2]
+    if parts[0] == "presence":
+        return any(o.shape == P.partners[parts[1]] for o in scene.objects)
     return None
 
 

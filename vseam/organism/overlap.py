@@ -26,6 +26,7 @@ def prior_records(n: int, images_dir: pathlib.Path):
     """(record with the target box, partner box) for the first `n` test presence questions whose scene holds the
     asked shape's partner."""
     from vseam.calibrate.datasets.shapes import make_record, object_box, scene_of
+    from vseam.calibrate.datasets.shapes.oracle import parse_question
     from vseam.calibrate.datasets.shapes.priors import TRAIN_PRIORS
     from vseam.core.vocab import SUBTYPE_LEVEL
 
@@ -34,7 +35,7 @@ def prior_records(n: int, images_dir: pathlib.Path):
         rec = make_record("test", i, images_dir=images_dir)
         if SUBTYPE_LEVEL.get(rec.subtype) != "object":
             continue
-        asked = rec.question[len("Is there a "):].split(" in ")[0]
+        asked = parse_question(rec.question)[1]
         partner = TRAIN_PRIORS.partners[asked]
         obj = scene_of(rec).by_shape(partner)
         if obj is not None and obj.id not in rec.meta["targets"]:

@@ -10,7 +10,8 @@ from vseam.calibrate.datasets.shapes.world import (COLORS, CONTACT, GROUP_OF, OP
 PRESENCE_TAILS = (" in this picture", " in the image")
 
 
-def _parse(text: str) -> tuple[str, ...]:
+def parse_question(text: str) -> tuple[str, ...]:
+    """A shapes question's parts: ("presence", shape), ("attr", shape, value) or ("rel", shape, relation, shape)."""
     t = text.strip().rstrip("?")
     for tail in PRESENCE_TAILS:
         if t.startswith("Is there a ") and t.endswith(tail):
@@ -31,7 +32,7 @@ def answer_from_graph(graph: dict, subtype: str | None, text: str) -> str:
     """yes/no for a shapes question, read off a GQA-style scene graph (objects are referred to by name)."""
     objs = graph["objects"]
     by_name = {o["name"]: (oid, o) for oid, o in objs.items()}
-    p = _parse(text)
+    p = parse_question(text)
     if p[0] == "presence":
         return "yes" if p[1] in by_name else "no"
     if p[1] not in by_name:
