@@ -170,7 +170,10 @@ class Trainer:
         loss, acc = 0.0, []
         for k, part in enumerate(torch.split(logits, self.patch_sizes, dim=-1)):
             y = labels[:, k]
-            loss = loss + torch.nn.functional.cross_entropy(part.reshape(-1, part.shape[-1]), y.reshape(-1))
+            weight = None
+            if k == 3 and self.recipe.contact_weight != 1.0:
+                weight = torch.tensor([1.0, self.recipe.contact_weight])
+            loss = loss + torch.nn.functional.cross_entropy(part.reshape(-1, part.shape[-1]), y.reshape(-1), weight=weight)
             if k < 3:
                 fg = y > 0
                 acc.append(float((part.argmax(-1)[fg] == y[fg]).float().mean()))
