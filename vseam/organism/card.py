@@ -123,8 +123,8 @@ phase-2 checkpoint; 1,500 description and 1,500 question steps; 4 x 16 heads of 
   with a second job on the other core. The contact weight raised the tower's recall of touching patches from
   16% to 47% (32 contact patches in 300 val scenes) and action from 48% to 58%. The weaker prior did not help
   colour. The finding: the organism *names* the colour (100%) but cannot *verify* it ("Is the circle red?"
-  56%); yes/no verification of an attribute or a relation is what the v2 changes (16 heads, head dropout,
-  open-ended rows) cost, since v1 verifies colour at 95%. A 800-step relation-only fine-tune of the first
+  56%), where v1 verifies colour at 95%. Which v2 change costs yes/no verification (16 heads, head dropout,
+  open-ended rows, the priors) was not isolated: no ablation was run. A 800-step relation-only fine-tune of the first
   run's checkpoint kept spatial at 44-62% (loss 0.69-0.72). Next: yes/no rows with the named attribute as
   the answer's cue (e.g. "Is the circle red?" trained next to "What colour is the circle?" on the same scene),
   head dropout from a later step, and a relation curriculum on two-object scenes.
