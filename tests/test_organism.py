@@ -3,6 +3,7 @@ training batches laid out exactly like the engine's, and a training script that 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -182,6 +183,35 @@ def test_head_dropout_zeroes_whole_heads_in_training_only(tiny_trainer):
         o_proj(x)
         assert torch.equal(seen["x"], x)
     finally:
+        handle.remove()
+
+
+def test_head_dropout_waits_for_its_question_step(tiny_trainer):
+    """With `head_dropout_start` > 0, heads are kept whole in the description phase and before that question
+    step, and dropped from it on."""
+    trainer, recipe, _ = tiny_trainer
+    o_proj = trainer.model.model.language_model.layers[0].self_attn.o_proj
+    seen = {}
+    handle = o_proj.register_forward_pre_hook(lambda m, args: seen.__setitem__("x", args[0].detach().clone()))
+    saved_recipe, saved_state = trainer.recipe, dict(trainer.state)
+    try:
+        trainer.recipe = dataclasses.replace(recipe, head_dropout_start=5)
+        x = torch.ones(64, 3, trainer.spec.text_heads * trainer.spec.text_head_dim)
+        o_proj.train()
+        dropped = {}
+        for phase, step in [("caption", 10), ("qa", 4), ("qa", 5), ("finetune", 7)]:
+            trainer.state.update(phase=phase, step=step)
+            torch.manual_seed(0)
+            o_proj(x)
+            dropped[(phase, step)] = float((seen["x"] == 0).float().mean())
+        assert dropped[("caption", 10)] == 0.0 and dropped[("qa", 4)] == 0.0, dropped
+        assert abs(dropped[("qa", 5)] - recipe.head_dropout) < 0.05, dropped
+        assert abs(dropped[("finetune", 7)] - recipe.head_dropout) < 0.05, dropped
+    finally:
+        trainer.recipe = saved_recipe
+        trainer.state.clear()
+        trainer.state.update(saved_state)
+        o_proj.eval()
         handle.remove()
         trainer.model.train()
 

@@ -68,6 +68,10 @@ class Recipe:
     #: each head's output is zeroed with this probability per training row (outputs of the rest scaled by
     #: 1/(1-p)), so no single head is indispensable — a real VLM's redundancy
     head_dropout: float = 0.15
+    #: the question-phase step from which head dropout applies. 0: in every phase, descriptions included (the
+    #: first v2 runs); > 0: no dropout while the tower-reading and yes/no circuits form, then dropout spreads them
+    #: over more heads
+    head_dropout_start: int = 0
     #: open-ended (shapes-COCO-QA) rows added to every question step from step `open_start` on, as a share of
     #: the batch, their loss weighted by `open_weight`. From step 0 and at weight 1 they kept yes/no answers at
     #: exactly 50% for 500 steps (the answer position learned content words only); yes/no first, then both, works

@@ -80,7 +80,8 @@ class Trainer:
 
     def _head_dropout_hooks(self) -> None:
         """Zero each head's output (the o_proj input slice) with probability `head_dropout` per row, in training
-        mode only; the kept heads are scaled by 1/(1-p) as dropout does."""
+        mode only and from question step `head_dropout_start` on when that is > 0; the kept heads are scaled by
+        1/(1-p) as dropout does."""
         p = self.recipe.head_dropout
         if p <= 0:
             return
@@ -88,6 +89,9 @@ class Trainer:
 
         def hook(module, args):
             if not module.training:
+                return None
+            start = self.recipe.head_dropout_start
+            if start > 0 and not (self.state["phase"] in ("qa", "finetune") and self.state["step"] >= start):
                 return None
             x = args[0]
             keep = (torch.rand(x.shape[0], 1, n_heads, 1) >= p).to(x.dtype) / (1 - p)
