@@ -184,6 +184,7 @@ def test_head_dropout_zeroes_whole_heads_in_training_only(tiny_trainer):
         assert torch.equal(seen["x"], x)
     finally:
         handle.remove()
+        trainer.model.train()
 
 
 def test_head_dropout_waits_for_its_question_step(tiny_trainer):
@@ -211,7 +212,6 @@ def test_head_dropout_waits_for_its_question_step(tiny_trainer):
         trainer.recipe = saved_recipe
         trainer.state.clear()
         trainer.state.update(saved_state)
-        o_proj.eval()
         handle.remove()
         trainer.model.train()
 
