@@ -4,6 +4,7 @@ shapes-COCO-QA in the public benchmarks' own formats."""
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 
@@ -14,6 +15,7 @@ from vseam.calibrate.datasets import load_dataset
 from vseam.calibrate.datasets import shapes as S
 from vseam.calibrate.datasets.shapes import benchmarks as B
 from vseam.calibrate.datasets.shapes.open_questions import LOCATIONS, location_word, open_questions
+from vseam.calibrate.datasets.shapes.oracle import parse_question
 from vseam.calibrate.datasets.shapes.priors import TRAIN_PRIORS, priors_for
 
 
@@ -145,3 +147,24 @@ def test_shapes_cocoqa_is_read_by_the_cocoqa_loader_and_task(bench):
         assert len(r.answer.split()) == 1 and cocoqa.is_correct(r, cocoqa.parse(r.answer.capitalize() + "."))
     # written once: a second call with the same settings reuses the files
     assert B.write_all(out, n_images=30) == json.loads((out / "manifest.json").read_text())
+
+
+def _yes_rate_when_typical_colour_asked(priors, n: int) -> float:
+    asked_typical = collections.Counter()
+    for i in range(0, n * 7, 7):  # colour records only (subtype cycles with period 7)
+        _, q = S.generate("train", i, priors=priors)
+        _, shape, colour = parse_question(q.text)
+        if colour == TRAIN_PRIORS.typical_color[shape]:
+            asked_typical[q.answer] += 1
+    return asked_typical["yes"] / sum(asked_typical.values())
+
+
+def test_colour_question_text_carries_no_more_prior_than_the_scenes():
+    """Naming the typical colour must not give the answer away: with counter-prior "no" questions, P(yes | the
+    typical colour is asked) is the scene prior (~2/3), not the ~0.9 the generator gave without them."""
+    leaky = dataclasses.replace(TRAIN_PRIORS, counter_prior_questions=0.0)
+    with_fix = _yes_rate_when_typical_colour_asked(TRAIN_PRIORS, 300)
+    without = _yes_rate_when_typical_colour_asked(leaky, 300)
+    print(f"P(yes | typical colour asked): {with_fix:.2f} with counter-prior questions, {without:.2f} without")
+    assert without > 0.85
+    assert 0.55 < with_fix < 0.78

@@ -27,6 +27,11 @@ class Priors:
     partner_strength: float
     #: relative frequency of each shape among the distractors a scene is filled with (POPE's "popular" objects)
     shape_weights: dict[str, float]
+    #: probability that a "no" colour question about an object *not* in its typical colour names the typical colour
+    #: ("Is the circle red?" of a blue circle). Without it, "yes" questions name the actual colour (usually the
+    #: typical one) and "no" questions almost never can, so the question text alone gives the answer (P(yes | the
+    #: typical colour is asked) ~ 0.9). At 1.0 the question says no more than the scenes do (P = the colour prior).
+    counter_prior_questions: float = 1.0
 
     def color(self, rng: np.random.Generator, shape: str) -> str | None:
         """The prior's colour for a new `shape` object, or None to draw one uniformly."""
@@ -45,6 +50,14 @@ class Priors:
             w = np.asarray([self.shape_weights.get(s, 1.0) for s in rest], float)
             rest = [rest[i] for i in rng.choice(len(rest), size=len(rest), replace=False, p=w / w.sum())]
         return first + rest
+
+    def asked_color(self, rng: np.random.Generator, shape: str, actual: str) -> str | None:
+        """The colour a "no" question about a `shape` object of colour `actual` names to offset the prior, or None
+        to let the generator choose as it does without priors."""
+        typical = self.typical_color.get(shape)
+        if typical is None or typical == actual or rng.random() >= self.counter_prior_questions:
+            return None
+        return typical
 
     def describe(self) -> dict:
         return dataclasses.asdict(self)

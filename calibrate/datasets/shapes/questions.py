@@ -109,8 +109,12 @@ def _attr_question(rng, subtype: str, yes: bool, n_total: int, priors: Priors | 
         edit = {"object": target.id, "set": {field: new}}
         cf_word = new
     else:
-        # half of the "no" questions name a value another object has, so the answer needs the right object
-        asked = str(rng.choice(others)) if others and rng.random() < 0.5 else str(rng.choice([v for v in values if v != actual]))
+        # in the training world, "no" colour questions name the typical colour as often as the scenes make it
+        # wrong, so the question text carries no more of the prior than the scenes do
+        asked = priors.asked_color(rng, target.shape, actual) if priors is not None and field == "color" else None
+        # half of the other "no" questions name a value another object has, so the answer needs the right object
+        if asked is None:
+            asked = str(rng.choice(others)) if others and rng.random() < 0.5 else str(rng.choice([v for v in values if v != actual]))
         edit = {"object": target.id, "set": {field: asked}}
         cf_word = actual
     text = f"Is the {target.shape} {asked}?"
