@@ -216,6 +216,22 @@ def test_head_dropout_waits_for_its_question_step(tiny_trainer):
         trainer.model.train()
 
 
+def test_selection_skips_weights_trained_before_the_dropout_start(tiny_trainer):
+    """With a dropout start, the exported checkpoint is never one that never saw head dropout; without one (or
+    without dropout) every question-phase checkpoint may be chosen, as before."""
+    trainer, recipe, _ = tiny_trainer
+    saved = trainer.recipe
+    try:
+        trainer.recipe = dataclasses.replace(recipe, head_dropout=0.15, head_dropout_start=1200)
+        assert [trainer._selectable("qa", s) for s in (900, 1200, 1500)] == [False, False, True]
+        for r in (dataclasses.replace(recipe, head_dropout=0.15, head_dropout_start=0),
+                  dataclasses.replace(recipe, head_dropout=0.0, head_dropout_start=1200)):
+            trainer.recipe = r
+            assert trainer._selectable("qa", 300) and trainer._selectable("qa", 1500)
+    finally:
+        trainer.recipe = saved
+
+
 def test_cached_feature_path_equals_the_model_forward(tiny_trainer):
     """Phase 2 trains through precomputed tower features: that must be LlavaForConditionalGeneration's forward."""
     trainer, _, _ = tiny_trainer

@@ -373,13 +373,20 @@ class Trainer:
                 msg = " ".join(f"{k}={v:.2f}" for k, v in {**res["subtype"], **res.get("open", {})}.items())
                 tqdm.write(f"[val {phase} step {step + 1}] yes/no={res['overall']:.3f} "
                            f"open={res.get('open_overall', float('nan')):.3f} {msg}")
-                if self.state["best"] is None or res["score"] > self.state["best"].get("score", -1):
+                if self._selectable(phase, step + 1) and (
+                        self.state["best"] is None or res["score"] > self.state["best"].get("score", -1)):
                     self.state["best"] = {"phase": phase, "step": step + 1, **res}
                     torch.save(self.model.state_dict(), self.work / "best.pt")
                 if res["score"] >= r.target_val_acc:
                     self.state["done"] = True
                 self.save()
         bar.close()
+
+    def _selectable(self, phase: str, step: int) -> bool:
+        """Whether the weights after `step` steps of `phase` may be exported: with a head-dropout start, only those
+        trained with dropout (else the selection could pick a checkpoint that never saw it)."""
+        r = self.recipe
+        return not (r.head_dropout > 0 and r.head_dropout_start > 0 and phase == "qa" and step <= r.head_dropout_start)
 
     def run(self) -> None:
         if self.state["phase"] == "vision":
