@@ -107,6 +107,26 @@ def test_heads_are_redundant_and_every_subtype_is_learned(capsys):
     assert max(abs(c) for c in changes) < 2.0, changes
 
 
+def test_removal_curve_scores_the_split_it_is_asked_for():
+    """The curve can be taken on `val` (to choose a recipe) as well as on `test` (to report): each run zeroes its
+    count of distinct heads and is scored on that split's own questions."""
+    _require_weights()
+    from vseam.core.engine import HeadEngine
+    from vseam.organism.robustness import removal_curve
+
+    torch.set_num_threads(1)
+    engine = HeadEngine.from_pretrained(str(WEIGHTS_DIR))
+    val = removal_curve(engine, n=14, counts=(0, 2), seeds=2, progress=False, split="val")
+    assert val["split"] == "val" and val["n"] == 14
+    runs = val["curve"]["2"]["runs"]
+    assert [len(set(map(tuple, r["heads"]))) for r in runs] == [2, 2] and runs[0]["heads"] != runs[1]["heads"]
+    assert 0.0 <= val["curve"]["2"]["worst"] <= val["curve"]["2"]["mean"] <= 1.0
+    items = [S.generate("val", i) for i in range(14)]  # the unedited score is that of val's own questions
+    out = engine.binary([S.render_image(sc) for sc, _ in items], [q.text for _, q in items])
+    own = float(np.mean((out["yes"] > out["no"]).numpy() == np.asarray([q.answer == "yes" for _, q in items])))
+    assert val["base"] == own
+
+
 def test_training_batches_equal_the_engine_encoding(tiny_trainer):
     """What the model is trained on is exactly what HeadEngine (calibration) and the chat API feed it."""
     from vseam.core.engine import HeadEngine

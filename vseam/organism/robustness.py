@@ -4,8 +4,9 @@
 
 The paper's "random remove" baseline (Table 3) zeroes 10 random heads of LLaVA-1.5-7B's 1,024 and loses 0.15 pp:
 a real VLM is redundant. A testbed for head rescaling must be too, or any change of a few heads says more about
-the model's fragility than about the method. This scores the first `n` questions of the held-out `test` split with
-the HF reference engine, unedited and with `count` random heads (layer, head) zeroed for each of `seeds` seeds.
+the model's fragility than about the method. This scores the first `n` questions of the held-out `test` split (or
+`--split val` when the curve is used to choose a recipe: nothing is chosen on `test`) with the HF reference engine,
+unedited and with `count` random heads (layer, head) zeroed for each of `seeds` seeds.
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ def random_heads(num_layers: int, num_heads: int, count: int, seed: int) -> list
 
 
 def removal_curve(engine, n: int = 700, counts=COUNTS, seeds: int = SEEDS, batch: int = 100,
-                  progress: bool = True) -> dict:
-    """Accuracy on the first `n` test questions, unedited and with random heads zeroed (mean/worst over seeds)."""
+                  progress: bool = True, split: str = SPLIT) -> dict:
+    """Accuracy on the first `n` questions of `split`, unedited and with random heads zeroed (mean/worst over seeds)."""
     from tqdm import tqdm
 
     from vseam.calibrate.datasets import shapes
     from vseam.organism.data import summarize
 
-    items = [shapes.generate(SPLIT, i) for i in range(n)]
+    items = [shapes.generate(split, i) for i in range(n)]
     images = [shapes.render_image(scene) for scene, _ in items]
     questions = [q.text for _, q in items]
     gold = np.asarray([q.answer == "yes" for _, q in items])
@@ -57,7 +58,7 @@ def removal_curve(engine, n: int = 700, counts=COUNTS, seeds: int = SEEDS, batch
 
     configs = [(c, s) for c in counts if c > 0 for s in range(seeds)]
     base, base_correct = accuracy(None)
-    out = {"split": SPLIT, "n": n, "heads": L * H, "base": base, "base_detail": summarize(base_correct, subtypes),
+    out = {"split": split, "n": n, "heads": L * H, "base": base, "base_detail": summarize(base_correct, subtypes),
            "curve": {"0": {"mean": base, "worst": base, "mean_drop_pp": 0.0, "worst_drop_pp": 0.0, "runs": []}}}
     for count, seed in tqdm(configs, desc="random removal", disable=not progress):
         heads = random_heads(L, H, count, seed)
@@ -93,13 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vseam.organism.robustness", description=__doc__.split("\n")[0])
     p.add_argument("--weights", default=str(WEIGHTS_DIR))
     p.add_argument("--n", type=int, default=700)
+    p.add_argument("--split", default=SPLIT, choices=("val", "calib", "test"))
     p.add_argument("--counts", default=",".join(map(str, COUNTS)))
     p.add_argument("--seeds", type=int, default=SEEDS)
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     engine = HeadEngine.from_pretrained(str(pathlib.Path(args.weights)))
-    res = removal_curve(engine, args.n, [int(c) for c in args.counts.split(",")], args.seeds)
+    res = removal_curve(engine, args.n, [int(c) for c in args.counts.split(",")], args.seeds, split=args.split)
     print("\n".join(table(res)))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
