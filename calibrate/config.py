@@ -115,10 +115,14 @@ class Stage2Config:
     aggregate: str = DEFAULT_AGGREGATE  # mean (Eq 7) | gain (released script)
     select_on: float | None = None  # held-out fraction for choosing K and α (None: K = k, α = 1)
     k_grid: tuple[int, ...] = DEFAULT_K_GRID
+    #: --select-on: the level at which the chosen (K, α) must beat α = 0 on the held-out questions (Bonferroni over
+    #: the candidates); 1 keeps the plain argmax
+    select_significance: float = 0.05
 
     #: the fields written to the run directory's config.json (a resumed run must match them)
     KEYS = ("method", "refine", "k", "fraction", "seed", "batch", "patching", "name_prefix", "per_subtype",
-            "attribute_on", "aggregate", "select_on", "k_grid")
+            "attribute_on", "aggregate", "select_on", "k_grid",
+            "select_significance")
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -133,6 +137,8 @@ class Stage2Config:
             raise UserError(f"--fraction must be in (0, 1], got {self.fraction}")
         if self.select_on is not None and not 0 < self.select_on < 1:
             raise UserError(f"--select-on must be in (0, 1), got {self.select_on}")
+        if not 0 < self.select_significance <= 1:
+            raise UserError(f"--select-significance must be in (0, 1], got {self.select_significance}")
 
     def resolved_method(self, num_heads_total: int) -> str:
         if self.method != "auto":

@@ -244,7 +244,8 @@ def write_profiles(
             else:
                 sel = Selection(held_out_fraction=cfg.select_on, held_out_questions=grid.n, k_grid=list(cfg.k_grid),
                                 strength_grid=list(grid.strengths), accuracy_unedited=grid.unedited,
-                                accuracy_chosen=grid.chosen.accuracy)
+                                accuracy_chosen=grid.chosen.accuracy, significance=cfg.select_significance,
+                                mcnemar_p=grid.p_value)
                 profile = build_profile(name, fingerprint, level, subtypes, s,
                                         pv.model_copy(update={"selection": sel}), k=grid.chosen.k, allowed=allowed)
                 profile = profile.model_copy(update={"strength": grid.chosen.strength})

@@ -107,6 +107,10 @@ class Selection(BaseModel):
     strength_grid: list[float]
     accuracy_unedited: float | None = Field(default=None, ge=0, le=1, description="held-out accuracy, α = 0")
     accuracy_chosen: float | None = Field(default=None, ge=0, le=1, description="held-out accuracy, chosen K and α")
+    significance: float | None = Field(default=None, gt=0, le=1, description="level the best (K, α) had to beat α = 0 "
+                                       "at (one-sided McNemar, Bonferroni over the grid); 1 or None: plain argmax")
+    mcnemar_p: float | None = Field(default=None, ge=0, le=1, description="the best (K, α)'s p against α = 0 on the "
+                                    "held-out questions (None: α = 0 was best outright or no guard)")
 
 
 class Provenance(BaseModel):

@@ -149,7 +149,7 @@ def test_select_on_chooses_k_and_strength_on_held_out_questions(misleading_dir, 
     questions, _ = write_questions(tmp_path / "q", per_kind=12)  # 6 questions per subtype
     out = tmp_path / "run"
     assert main(argv(misleading_dir, out, "--questions", str(questions), "--select-on", "0.5", "-k", "3",
-                     "--k-grid", "1,3")) == 0
+                     "--k-grid", "1,3", "--select-significance", "1")) == 0  # the plain argmax (no guard)
     held = read_jsonl(out / "held_out.jsonl", VQARecord)
     assert len(held) == 18 and not {r.qid for r in held} & {json.loads(l)["key"].split(":")[1]
                                                               for l in (out / "inputs.jsonl").read_text().splitlines()}
@@ -172,6 +172,36 @@ def test_select_on_chooses_k_and_strength_on_held_out_questions(misleading_dir, 
     assert allp.strength > 0 and allp.negative[0].key == MISLEADING
     assert (out / "selection.png").read_bytes()[:4] == b"\x89PNG"
     assert "K and strength α chosen on held-out calibration questions" in (out / "report.md").read_text()
+
+
+def test_select_on_keeps_alpha_zero_when_the_best_gain_is_not_significant(misleading_dir, engine, tmp_path):
+    """The same run with the default guard: the best candidate fixes 3 more of the 18 held-out questions and breaks
+    none (one-sided McNemar p = 0.5^3 = 0.125), above 0.05 / 8 candidates, so α = 0 is kept and recorded."""
+    questions, _ = write_questions(tmp_path / "q", per_kind=12)
+    out = tmp_path / "run"
+    assert main(argv(misleading_dir, out, "--questions", str(questions), "--select-on", "0.5", "-k", "3",
+                     "--k-grid", "1,3")) == 0
+    allp = load_profile(out / "profiles" / "gqa-all.json")
+    sel = allp.provenance.selection
+    assert sel.significance == 0.05 and sel.mcnemar_p == pytest.approx(0.125)
+    assert allp.strength == 0.0 and sel.accuracy_chosen == sel.accuracy_unedited < 1.0
+    assert np.array_equal(allp.scales(), np.ones_like(allp.scales()))
+    rows = [json.loads(l) for l in (out / "selection.jsonl").read_text().splitlines()]
+    mine = {r["key"]: r for r in rows if r["group"] == "all"}
+    assert all(len(r["right"]) == 18 and r["right"].count("1") == r["correct"] for r in mine.values())
+
+
+def test_gain_p_value_is_the_exact_one_sided_mcnemar():
+    from vseam.calibrate.strength import gain_p_value
+
+    base = np.array([True] * 10 + [False] * 10)
+    edited = base.copy()
+    edited[10:16] = True  # 6 fixed
+    assert gain_p_value(edited, base) == pytest.approx(0.5 ** 6)
+    edited[0] = False  # and 1 broken: P(X >= 6 | n = 7)
+    assert gain_p_value(edited, base) == pytest.approx(8 / 128)
+    assert gain_p_value(base, base) == 1.0
+    assert gain_p_value(~base | base, base) < gain_p_value(edited, base)
 
 
 def test_select_on_keeps_the_unedited_model_when_no_candidate_beats_it(misleading_dir, engine, tmp_path):
