@@ -25,6 +25,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from vseam.core.paired import mcnemar  # noqa: F401  (re-exported: the reports' paired test)
+
 OVERALL = "Overall"
 
 
@@ -124,19 +126,6 @@ def bootstrap(
 
 PAPER_PROCEDURE = ("paper Table-18 procedure: t-test on bootstrap folds (p shrinks with the number of folds, "
                    "not with the data)")
-
-
-def mcnemar(ref: Sequence[bool], base: Sequence[bool]) -> dict:
-    """Exact McNemar test of paired outcomes: b = questions only `ref` answers right, c = only `base`;
-    p = two-sided binomial test of b against Binomial(b + c, 1/2) (1 when b + c = 0)."""
-    from scipy import stats as sps
-
-    r, q = np.asarray(ref, dtype=bool), np.asarray(base, dtype=bool)
-    if r.shape != q.shape:
-        raise ValueError(f"paired outcomes of different lengths ({len(r)} vs {len(q)})")
-    b, c = int((r & ~q).sum()), int((~r & q).sum())
-    p = float(sps.binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0
-    return {"n": int(len(r)), "ref_only": b, "base_only": c, "p": min(1.0, p)}
 
 
 def paired_bootstrap_ci(ref: Sequence[bool], base: Sequence[bool], resamples: int = 10_000, seed: int = 0,
