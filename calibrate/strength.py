@@ -28,6 +28,7 @@ import numpy as np
 from vseam.calibrate.records import VQARecord, load_image
 from vseam.calibrate.rundir import DoneLog
 from vseam.core.defaults import DEFAULT_K_GRID, STRENGTHS
+from vseam.core.paired import mcnemar
 from vseam.head_profiles import Fingerprint, HeadProfile
 
 if TYPE_CHECKING:
@@ -79,13 +80,7 @@ def best(unedited: Candidate, candidates: Sequence[Candidate]) -> Candidate:
 
 def gain_p_value(edited: np.ndarray, unedited: np.ndarray) -> float:
     """Exact one-sided McNemar p that `edited` answers more questions right than `unedited` (per-question bools)."""
-    from scipy.stats import binomtest
-
-    gained = int((edited & ~unedited).sum())
-    lost = int((~edited & unedited).sum())
-    if gained + lost == 0:
-        return 1.0
-    return float(binomtest(gained, gained + lost, 0.5, alternative="greater").pvalue)
+    return mcnemar(edited, unedited, alternative="greater")["p"]
 
 
 def held_out_correct(engine, records: Sequence[VQARecord], scales: np.ndarray | None, batch: int = 16) -> np.ndarray:
