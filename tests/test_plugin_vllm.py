@@ -397,8 +397,10 @@ def test_admin_load_serve_retire_while_running(tiny_llava_dir, tmp_path, profile
                 chunks += [c async for c in stream]
                 return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
-            started = await asyncio.gather(first_chunk(anchor, "anchor"),
-                                           *(first_chunk(kw, f"during-{i}") for i, kw in enumerate(kws)))
+            started = await asyncio.gather(*(first_chunk(kw, f"during-{i}") for i, kw in enumerate(kws)))
+            # the long request starts last and the retirement follows its first chunk at once: hundreds of decode
+            # steps are still ahead of it (started together with the others, it could finish before they all began)
+            started.insert(0, await first_chunk(anchor, "anchor"))
             async with httpx.AsyncClient(base_url=base, headers=auth, timeout=60) as ac:
                 retired = (await ac.delete("/v1/head_profiles/where")).json()
             with pytest.raises(openai.BadRequestError, match="unknown head profile 'where'"):
