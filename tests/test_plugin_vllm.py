@@ -12,7 +12,10 @@ One server per class (class-scoped, so only one runs at a time):
 from __future__ import annotations
 
 import asyncio
+import os
+import pathlib
 import random
+import time
 
 import httpx
 import numpy as np
@@ -351,15 +354,21 @@ class TestInstructBlip:
 def test_admin_load_serve_retire_while_running(tiny_llava_dir, tmp_path, profile_files, engine, reference, compiled):
     """Start with `colors` and room for 3; load `where` and a hand-written profile through the admin route, serve
     them (logprobs equal the HF reference), retire `where` while requests on it run (they finish with the answers
-    they had before; new ones get 400), then load it again into the freed slot."""
+    they had before; new ones get 400), then load it again into the freed slot. The requests are kept in flight by
+    a test-only logits processor that holds decoding while a file exists, so the retirement always lands while
+    they run, however fast or loaded the machine."""
     model = str(tiny_llava_dir)
     extra = [] if compiled else ["--enforce-eager"]
-    argv = vseam_serve(model, [profile_files["colors"]], "--max-head-profiles", "3", "--api-key", "k", *extra)
+    hold = tmp_path / "hold"
+    argv = vseam_serve(model, [profile_files["colors"]], "--max-head-profiles", "3", "--api-key", "k", *extra,
+                       "--logits-processors", "hold_requests:HoldWhileFileExists")
+    env = {"HOLD_REQUESTS_FILE": str(hold),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(pathlib.Path(__file__).parent), os.environ.get("PYTHONPATH")]))}
     auth = {"Authorization": "Bearer k"}
     where_doc = profile_files["where"].read_text()
     foreign = write_profile(tiny_llava_dir, tmp_path, "foreign", "object", "L0.H2=0.5")
     foreign_doc = foreign.read_text().replace('"num_heads": 4', '"num_heads": 8')
-    with running_server(argv, timeout=600) as (base, _log):
+    with running_server(argv, env=env, timeout=600) as (base, _log):
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0)
         admin = httpx.Client(base_url=base, headers=auth, timeout=60)
         assert httpx.post(f"{base}/v1/head_profiles", content=where_doc, timeout=60).status_code == 401
@@ -385,16 +394,23 @@ def test_admin_load_serve_retire_while_running(tiny_llava_dir, tmp_path, profile
             aclient = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="k", timeout=600, max_retries=0)
             for i, kw in enumerate(kws):
                 kw["extra_body"]["cache_salt"] = f"during-{i}"
-            tasks = [asyncio.create_task(aclient.chat.completions.create(**kw)) for kw in kws]
-            async with httpx.AsyncClient(base_url=base, headers=auth, timeout=60) as ac:
-                for _ in range(500):  # until the server has requests on it in flight
-                    if (await ac.get("/v1/head_profiles")).json()["running"].get("where", 0) >= 4:
-                        break
-                    await asyncio.sleep(0.002)
-                retired = (await ac.delete("/v1/head_profiles/where")).json()
-            with pytest.raises(openai.BadRequestError, match="unknown head profile 'where'"):
-                await aclient.chat.completions.create(**{**kws[0], "extra_body": {**kws[0]["extra_body"],
-                                                                                   "cache_salt": "after"}})
+            hold.touch()  # decoding stops at the next step until the file is gone
+            try:
+                tasks = [asyncio.create_task(aclient.chat.completions.create(**kw)) for kw in kws]
+                async with httpx.AsyncClient(base_url=base, headers=auth, timeout=60) as ac:
+                    deadline = time.monotonic() + 300
+                    while (await ac.get("/v1/head_profiles")).json()["running"].get("where", 0) < len(kws):
+                        assert time.monotonic() < deadline, "the 24 requests never were in flight together"
+                        await asyncio.sleep(0.05)
+                    retired = (await ac.delete("/v1/head_profiles/where")).json()
+                    running = (await ac.get("/v1/head_profiles")).json()
+                with pytest.raises(openai.BadRequestError, match="unknown head profile 'where'"):
+                    await aclient.chat.completions.create(**{**kws[0], "extra_body": {**kws[0]["extra_body"],
+                                                                                       "cache_salt": "after"}})
+                assert not any(t.done() for t in tasks)  # all still held, so the retirement landed mid-run
+            finally:
+                hold.unlink(missing_ok=True)
+            assert running["retiring"] == ["where"] and running["running"]["where"] == len(kws), running
             return retired, await asyncio.gather(*tasks)
 
         retired, during = asyncio.run(retire_while_running())
