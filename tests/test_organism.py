@@ -329,6 +329,11 @@ def test_training_runs_exports_and_resumes(tiny_trainer):
     assert [r["step"] for r in log if r["phase"] == "qa-val"] == [2, 4]
     assert [r["step"] for r in log if r["phase"] == "finetune-val"] == [2]
     assert (root / "work" / f"features-{recipe.vision_steps}.pt").exists()
+    # phase 4's description and open-ended rows read the tower as it is now, not the frozen tower's cache
+    assert trainer.features is None
+    idx = np.array([0, 1])
+    live, cached = trainer._features_of(idx), torch.load(root / "work" / f"features-{recipe.vision_steps}.pt")[idx]
+    assert torch.equal(live, trainer.vision_features(trainer.pool.images[idx])) and not torch.allclose(live, cached)
 
     out = root / "export"
     meta = export(trainer, out)

@@ -248,13 +248,21 @@ class Trainer:
         idx = self.sampler.rng.integers(len(self.pool.images), size=n)
         caps = [D.caption(json.loads(self.pool.facts[i]), self.sampler.rng, self.recipe.caption_locations) for i in idx]
         b, n_tgt = self.enc.caption_batch(caps)
-        return self.sequence_loss(self.features[torch.from_numpy(idx)], b, n_tgt)
+        return self.sequence_loss(self._features_of(idx), b, n_tgt)
 
     def open_loss(self, n: int) -> torch.Tensor:
         """Mean cross-entropy over the answer tokens (+ eos) of `n` open-ended questions."""
         idx, qs, ans = self.sampler.sample_open(n)
         b, n_tgt = self.enc.open_batch(self.pool.images[idx], [self.pool.questions[q] for q in qs], ans)
-        return self.sequence_loss(self.features[torch.from_numpy(idx)], b, n_tgt)
+        return self.sequence_loss(self._features_of(idx), b, n_tgt)
+
+    def _features_of(self, idx: np.ndarray) -> torch.Tensor:
+        """Tower features of training scenes `idx`: the cache while the tower is frozen (phases 2-3), else computed
+        live from the current tower (phase 4, where its description and open-ended rows keep those skills while
+        the tower learns from the yes/no rows; no gradient flows into the tower from them)."""
+        if self.features is not None:
+            return self.features[torch.from_numpy(idx)]
+        return self.vision_features(self.pool.images[idx])
 
     def sequence_loss(self, feats: torch.Tensor, b: dict, n_tgt: list[int]) -> torch.Tensor:
         """Cross-entropy over each row's last `n_tgt` tokens (the target and its end-of-sequence)."""
@@ -352,10 +360,10 @@ class Trainer:
             loss = loss + 0.1 * torch.nn.functional.cross_entropy(
                 both[:, 1].float(), torch.full_like(target, self.enc.eos_id))
             n_cap = round(r.caption_mix * r.batch)
-            if frozen and n_cap:
+            if n_cap:
                 loss = loss + r.caption_mix * self.caption_loss(n_cap)
             n_open = round(r.open_share * r.batch)
-            if frozen and n_open and step >= r.open_start:
+            if n_open and (step >= r.open_start or not frozen):
                 loss = loss + r.open_weight * self.open_loss(n_open)
             self._lm_step(loss, _lr_factor(step, total, warmup) * scale)
             with torch.no_grad():
@@ -395,6 +403,7 @@ class Trainer:
             self.run_caption()
         if self.state["phase"] == "qa":
             self.run_qa("qa")
+            self.features = None
             if not self.state["done"]:
                 self.state.update(phase="finetune", step=0)
                 self.save()
