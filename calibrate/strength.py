@@ -28,6 +28,7 @@ import numpy as np
 from vseam.calibrate.records import VQARecord, load_image
 from vseam.calibrate.rundir import DoneLog
 from vseam.core.defaults import DEFAULT_K_GRID, STRENGTHS
+from vseam.core.errors import UserError
 from vseam.core.paired import mcnemar
 from vseam.head_profiles import Fingerprint, HeadProfile
 
@@ -110,48 +111,40 @@ def choose(
     (exact one-sided McNemar on the held-out questions), else choose α = 0.
 
     profiles: K -> the group's Eq-10 profile with that K (λ as calibrated, no strength)."""
-    right: dict[str, np.ndarray] = {}
-    scales_of: dict[str, np.ndarray | None] = {}
+    right: dict[tuple[int, float], np.ndarray] = {}  # (K, α) -> per held-out question: answered right?
 
-    def accuracy(key: str, scales: np.ndarray | None) -> float:
-        scales_of[key] = scales
+    def accuracy(k: int, strength: float, key: str, scales: np.ndarray | None) -> float:
         row = log.get(key)
         if row is None:
             correct = held_out_correct(engine, records, scales)
-            right[key] = correct
             row = {"key": key, "group": group, "n": len(records), "correct": int(correct.sum()),
                    "accuracy": float(correct.mean()) if len(records) else 0.0,
                    "right": "".join("1" if c else "0" for c in correct)}
             log.append(row)
-        elif "right" in row:
-            right[key] = np.array([c == "1" for c in row["right"]], dtype=bool)
+        if len(row.get("right", "")) != len(records):
+            raise UserError(f"{log.path}: the row {key!r} has no per-question results for the {len(records)} "
+                            "held-out questions; remove that line to score it again")
+        right[k, strength] = np.array([c == "1" for c in row["right"]], dtype=bool)
         if on_progress is not None:
             on_progress()
         return float(row["accuracy"])
 
-    def correct_of(key: str) -> np.ndarray:  # a run logged before per-question results were kept: score again
-        if key not in right:
-            right[key] = held_out_correct(engine, records, scales_of[key])
-        return right[key]
-
-    base = accuracy(f"{group}|unedited", None)
+    base = accuracy(0, 0.0, f"{group}|unedited", None)
     unedited = Candidate(k=0, strength=0.0, accuracy=base, n=len(records))
-    candidates, keys = [], {}
+    candidates = []
     for k, profile in sorted(profiles.items()):
         for a in strengths:
             if a == 0:
                 continue
             scaled = profile.model_copy(update={"strength": float(a)})
-            key = f"{group}|k={k}|strength={a:g}"
-            acc = accuracy(key, scaled.scales())
+            acc = accuracy(k, float(a), f"{group}|k={k}|strength={a:g}", scaled.scales())
             candidates.append(Candidate(k=k, strength=float(a), accuracy=acc, n=len(records)))
-            keys[k, float(a)] = key
     chosen = best(unedited, candidates)
     top, p_value, threshold = None, None, None
     if significance is not None and significance < 1 and chosen.strength > 0:
         top = chosen
         threshold = significance / len(candidates)
-        p_value = gain_p_value(correct_of(keys[chosen.k, chosen.strength]), correct_of(f"{group}|unedited"))
+        p_value = gain_p_value(right[chosen.k, chosen.strength], right[0, 0.0])
         if p_value >= threshold:
             chosen = unedited
     if chosen.k == 0:  # the unedited model won: keep the smallest K's heads, at strength 0

@@ -174,7 +174,7 @@ def test_select_on_chooses_k_and_strength_on_held_out_questions(misleading_dir, 
     assert "K and strength α chosen on held-out calibration questions" in (out / "report.md").read_text()
 
 
-def test_select_on_keeps_alpha_zero_when_the_best_gain_is_not_significant(misleading_dir, engine, tmp_path):
+def test_select_on_keeps_alpha_zero_when_the_best_gain_is_not_significant(misleading_dir, engine, tmp_path, capsys):
     """The same run with the default guard: the best candidate fixes 3 more of the 18 held-out questions and breaks
     none (one-sided McNemar p = 0.5^3 = 0.125), above 0.05 / 8 candidates, so α = 0 is kept and recorded."""
     questions, _ = write_questions(tmp_path / "q", per_kind=12)
@@ -189,6 +189,17 @@ def test_select_on_keeps_alpha_zero_when_the_best_gain_is_not_significant(mislea
     rows = [json.loads(l) for l in (out / "selection.jsonl").read_text().splitlines()]
     mine = {r["key"]: r for r in rows if r["group"] == "all"}
     assert all(len(r["right"]) == 18 and r["right"].count("1") == r["correct"] for r in mine.values())
+
+    # a logged row without its per-question results cannot feed the guard: the resumed run names the file and row
+    for r in rows:
+        if r["key"] == "all|unedited":
+            del r["right"]
+    (out / "selection.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (out / "profiles" / "gqa-all.json").unlink()
+    assert main(argv(misleading_dir, out, "--questions", str(questions), "--select-on", "0.5", "-k", "3",
+                     "--k-grid", "1,3")) != 0
+    err = capsys.readouterr().err
+    assert "selection.jsonl" in err and "'all|unedited'" in err and "remove that line" in err, err
 
 
 def test_gain_p_value_is_the_exact_one_sided_mcnemar():
