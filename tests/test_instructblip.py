@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import pathlib
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import random_image
-from vllm_server import CPU_TEST_FLAGS, image_data_url, running_server, vllm_api_server
+from vllm_server import image_data_url, running_server, vllm_api_server, vseam_serve
 
 TOL = 1e-4  # the project's fidelity bar; measured differences are ~1e-6 (printed with -s)
 #: top logprobs compared per request. The tiny LM's vocabulary is padded past the tokenizer (ids without a token);
@@ -282,12 +281,6 @@ def profiles(tiny_instructblip_dir, tmp_path_factory):
         "ib-attr": _profile(tiny_instructblip_dir, out, "ib-attr", "attribute", "L0.H1=0.9,L1.H3=0.8", "L1.H0=1"),
         "ib-rel": _profile(tiny_instructblip_dir, out, "ib-rel", "relation", "L1.H2=1", "L0.H0=0.9,L0.H3=0.7"),
     }
-
-
-def vseam_serve(model: str, profile_files, *extra: str) -> list[str]:
-    hp = [a for p in profile_files for a in ("--head-profile", str(p))]
-    return [sys.executable, "-m", "vseam.serve.cli", model, *hp, "--port", "{port}", "--host", "127.0.0.1",
-            *CPU_TEST_FLAGS, *extra]
 
 
 @pytest.mark.vllm
