@@ -378,7 +378,8 @@ class Trainer:
             if (step + 1) % r.eval_every == 0 or step + 1 == total:
                 res = self.evaluate(self.val)
                 self.log(phase=f"{phase}-val", step=step + 1, **res)
-                msg = " ".join(f"{k}={v:.2f}" for k, v in {**res["subtype"], **res.get("open", {})}.items())
+                msg = " ".join([*(f"{k}={v:.2f}" for k, v in res["subtype"].items()),
+                                *(f"open-{k}={v:.2f}" for k, v in res.get("open", {}).items())])
                 tqdm.write(f"[val {phase} step {step + 1}] yes/no={res['overall']:.3f} "
                            f"open={res.get('open_overall', float('nan')):.3f} {msg}")
                 if self._selectable(phase, step + 1) and (
