@@ -378,3 +378,18 @@ def test_v1_world_draws_uniform_scenes_and_the_worlds_own_wording():
     assert any(t.endswith(" in the image?") for _, t, _ in S.all_questions(scene))
     words = caption(scene_facts(scene), np.random.default_rng(0), locations=False).split(" . ")[0].split(" and ")
     assert all(len(w.split()) == 3 for w in words)
+
+
+def test_summary_splits_spatial_accuracy_by_relation_word():
+    """Per relation word, the share of the spatial questions answered right (others do not count)."""
+    from vseam.organism.data import relation_word, summarize
+
+    questions = ["Is the circle to the left of the star?", "Is the star above the cross?", "Is the cross red?",
+                 "Is the circle to the left of the cross?", "Is the star to the right of the cross?"]
+    subtypes = ["spatial", "spatial", "color", "spatial", "spatial"]
+    correct = np.array([True, False, False, False, True])
+    res = summarize(correct, subtypes, questions)
+    assert res["relation"] == {"to the left of": 0.5, "to the right of": 1.0, "above": 0.0}
+    assert res["subtype"]["spatial"] == 0.5 and "relation" not in summarize(correct, subtypes)
+    with pytest.raises(ValueError, match="no spatial relation"):
+        relation_word("Is the cross red?")

@@ -371,8 +371,9 @@ def eval_set(split: str, n: int, seed: int = 0) -> EvalSet:
     return EvalSet(np.stack(images), qs, np.asarray(ys), st, oq, oa, ot)
 
 
-def summarize(correct: np.ndarray, subtypes: Sequence[str]) -> dict:
-    """Accuracy overall, per subtype and per semantic level."""
+def summarize(correct: np.ndarray, subtypes: Sequence[str], questions: Sequence[str] | None = None) -> dict:
+    """Accuracy overall, per subtype and per semantic level; with the question texts, also the spatial questions'
+    accuracy per relation word (`relation`), which shows whether the model reads both axes of the picture."""
     from vseam.core.vocab import SEMANTIC_LEVELS, SUBTYPE_LEVEL
 
     subtypes = np.asarray(subtypes)
@@ -385,7 +386,18 @@ def summarize(correct: np.ndarray, subtypes: Sequence[str]) -> dict:
         sel = np.isin(subtypes, [s for s, lv in SUBTYPE_LEVEL.items() if lv == level])
         if sel.any():
             out["level"][level] = float(correct[sel].mean())
+    if questions is not None:
+        words = np.asarray([relation_word(q) if s == "spatial" else "" for q, s in zip(questions, subtypes)])
+        out["relation"] = {w: float(correct[words == w].mean()) for w in shapes.SPATIAL if (words == w).any()}
     return out
+
+
+def relation_word(question: str) -> str:
+    """The spatial relation a question asks about ("to the left of", "above", ...)."""
+    for w in shapes.SPATIAL:
+        if f" {w} " in question:
+            return w
+    raise ValueError(f"no spatial relation in {question!r}")
 
 
 def json_dump(obj, path: pathlib.Path) -> None:

@@ -58,7 +58,7 @@ def removal_curve(engine, n: int = 700, counts=COUNTS, seeds: int = SEEDS, batch
 
     configs = [(c, s) for c in counts if c > 0 for s in range(seeds)]
     base, base_correct = accuracy(None)
-    out = {"split": split, "n": n, "heads": L * H, "base": base, "base_detail": summarize(base_correct, subtypes),
+    out = {"split": split, "n": n, "heads": L * H, "base": base, "base_detail": summarize(base_correct, subtypes, questions),
            "curve": {"0": {"mean": base, "worst": base, "mean_drop_pp": 0.0, "worst_drop_pp": 0.0, "runs": []}}}
     for count, seed in tqdm(configs, desc="random removal", disable=not progress):
         heads = random_heads(L, H, count, seed)
@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     engine = HeadEngine.from_pretrained(str(pathlib.Path(args.weights)))
     res = removal_curve(engine, args.n, [int(c) for c in args.counts.split(",")], args.seeds, split=args.split)
+    detail = res["base_detail"]
+    print(f"unedited, {args.split} (n={args.n}): " + ", ".join(
+        f"{k} {100 * v:.1f}%" for k, v in {**detail["subtype"], **detail["relation"]}.items()))
     print("\n".join(table(res)))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(res, indent=1) + "\n")

@@ -323,7 +323,7 @@ class Trainer:
                     open_ok.append(bool((pred[r, -k:] == tgt[r, -k:]).all()))
         self.model.train()
         pred = np.concatenate(p_yes)
-        out = D.summarize(pred == ev.yes, ev.subtypes)
+        out = D.summarize(pred == ev.yes, ev.subtypes, ev.questions)
         if open_ok:
             ok, types = np.asarray(open_ok), np.asarray(ev.open_types)
             out["open"] = {t: float(ok[types == t].mean()) for t in D.OPEN_TYPES if (types == t).any()}
@@ -379,7 +379,8 @@ class Trainer:
                 res = self.evaluate(self.val)
                 self.log(phase=f"{phase}-val", step=step + 1, **res)
                 msg = " ".join([*(f"{k}={v:.2f}" for k, v in res["subtype"].items()),
-                                *(f"open-{k}={v:.2f}" for k, v in res.get("open", {}).items())])
+                                *(f"open-{k}={v:.2f}" for k, v in res.get("open", {}).items()),
+                                *(f"{D.CAPTION_RELATIONS[k].replace(' ', '-')}={v:.2f}" for k, v in res["relation"].items())])
                 tqdm.write(f"[val {phase} step {step + 1}] yes/no={res['overall']:.3f} "
                            f"open={res.get('open_overall', float('nan')):.3f} {msg}")
                 if self._selectable(phase, step + 1) and (
