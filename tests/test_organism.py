@@ -228,6 +228,16 @@ def test_head_dropout_waits_for_its_question_step(tiny_trainer):
         assert dropped[("caption", 10)] == 0.0 and dropped[("qa", 4)] == 0.0, dropped
         assert abs(dropped[("qa", 5)] - recipe.head_dropout) < 0.05, dropped
         assert abs(dropped[("finetune", 7)] - recipe.head_dropout) < 0.05, dropped
+        # the start counts question steps over phases 3 and 4 together: a start past the last frozen-tower step
+        # keeps phase 3 whole and drops heads from that step of phase 4 on
+        trainer.recipe = dataclasses.replace(recipe, head_dropout_start=recipe.qa_steps + 3)
+        for phase, step in [("qa", recipe.qa_steps), ("finetune", 2), ("finetune", 3)]:
+            trainer.state.update(phase=phase, step=step)
+            torch.manual_seed(0)
+            o_proj(x)
+            dropped[(phase, step)] = float((seen["x"] == 0).float().mean())
+        assert dropped[("qa", recipe.qa_steps)] == 0.0 and dropped[("finetune", 2)] == 0.0, dropped
+        assert abs(dropped[("finetune", 3)] - recipe.head_dropout) < 0.05, dropped
     finally:
         trainer.recipe = saved_recipe
         trainer.state.clear()
@@ -244,6 +254,9 @@ def test_selection_skips_weights_trained_before_the_dropout_start(tiny_trainer):
     try:
         trainer.recipe = dataclasses.replace(recipe, head_dropout=0.15, head_dropout_start=1200)
         assert [trainer._selectable("qa", s) for s in (900, 1200, 1500)] == [False, False, True]
+        trainer.recipe = dataclasses.replace(recipe, head_dropout=0.15, head_dropout_start=recipe.qa_steps + 300)
+        assert not trainer._selectable("qa", recipe.qa_steps) and not trainer._selectable("finetune", 300)
+        assert trainer._selectable("finetune", 600)
         for r in (dataclasses.replace(recipe, head_dropout=0.15, head_dropout_start=0),
                   dataclasses.replace(recipe, head_dropout=0.0, head_dropout_start=1200)):
             trainer.recipe = r
@@ -266,6 +279,27 @@ def test_cached_feature_path_equals_the_model_forward(tiny_trainer):
     finally:
         trainer.model.train()
     assert torch.allclose(full, cached, atol=1e-5), (full - cached).abs().max()
+
+
+def test_descriptions_state_as_many_pairs_as_asked():
+    """`pairs` relations blocks: 1 (the first organisms' draw), k random pairs, or 0 = every relation of the scene
+    graph, each stated once."""
+    from vseam.organism.data import caption, scene_facts
+
+    facts = next(f for f in (scene_facts(S.generate("train", i, priors=None)[0]) for i in range(50))
+                 if len({(a, b) for a, _, b in f["relations"]}) >= 6)
+    every = {" ".join(r) for r in facts["relations"]}
+    stated = lambda text: text.split(" . ")[1].split(" , ")
+    rng = np.random.default_rng(1)
+    assert sorted(stated(caption(facts, rng, pairs=0))) == sorted(every)
+    for k in (1, 3):
+        for _ in range(5):
+            rels = stated(caption(facts, rng, pairs=k))
+            assert set(rels) <= every and len(set(rels)) == len(rels)
+            pairs = {(r.split()[0], r.split()[-1]) for r in rels}
+            assert len(pairs) == k
+            # every relation of each chosen pair is stated
+            assert {r for r in every if (r.split()[0], r.split()[-1]) in pairs} == set(rels)
 
 
 def test_descriptions_state_the_scene(tiny_trainer):

@@ -48,10 +48,10 @@ def scene_facts(scene: shapes.Scene) -> dict:
             "relations": rels}
 
 
-def caption(facts: dict, rng: np.random.Generator, locations: bool = True) -> str:
+def caption(facts: dict, rng: np.random.Generator, locations: bool = True, pairs: int = 1) -> str:
     """A description in random order: every object's three words (shuffled) and where it is, then the relations
-    of one random pair of objects, e.g. "striped red circle left and star blue plain right . circle left of star ,
-    circle touching star"."""
+    of `pairs` random pairs of objects (0: every pair, in random order), e.g. "striped red circle left and star
+    blue plain right . circle left of star , circle touching star"."""
     objs = [list(o) for o in facts["objects"]]
     rng.shuffle(objs)
     for o in objs:
@@ -59,10 +59,15 @@ def caption(facts: dict, rng: np.random.Generator, locations: bool = True) -> st
         rng.shuffle(words)
         o[:3] = words
     text = " and ".join(" ".join(o if locations else o[:3]) for o in objs)
-    if facts["relations"]:
+    if facts["relations"] and pairs == 1:  # the first organisms' draw (kept so their recipes reproduce)
         a, _, b = facts["relations"][int(rng.integers(len(facts["relations"])))]
         pair = [f"{x} {r} {y}" for x, r, y in facts["relations"] if x == a and y == b]
         text += " . " + " , ".join(pair)
+    elif facts["relations"]:
+        ordered = list(dict.fromkeys((x, y) for x, _, y in facts["relations"]))
+        chosen = [ordered[k] for k in rng.permutation(len(ordered))[: pairs or len(ordered)]]
+        text += " . " + " , ".join(f"{x} {r} {y}" for a, b in chosen for x, r, y in facts["relations"]
+                                   if x == a and y == b)
     return text
 
 

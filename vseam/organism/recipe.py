@@ -68,9 +68,9 @@ class Recipe:
     #: each head's output is zeroed with this probability per training row (outputs of the rest scaled by
     #: 1/(1-p)), so no single head is indispensable — a real VLM's redundancy
     head_dropout: float = 0.15
-    #: the question-phase step from which head dropout applies. 0: in every phase, descriptions included (the
-    #: first v2 runs); > 0: no dropout while the tower-reading and yes/no circuits form, then dropout spreads them
-    #: over more heads
+    #: the question step (counted over phases 3 and 4 together) from which head dropout applies. 0: in every
+    #: phase, descriptions included (the first v2 runs); > 0: no dropout while the tower-reading and yes/no
+    #: circuits form, then dropout spreads them over more heads
     head_dropout_start: int = 0
     #: open-ended (shapes-COCO-QA) rows added to every question step from step `open_start` on, as a share of
     #: the batch, their loss weighted by `open_weight`. From step 0 and at weight 1 they kept yes/no answers at
@@ -86,6 +86,9 @@ class Recipe:
     patch_positions: bool = True
     #: descriptions say where each object is (left / right / top / bottom / middle)
     caption_locations: bool = True
+    #: how many object pairs a description states the relations of (0: every pair). One pair per description left
+    #: "left of" / "right of" at chance while "above" / "below" were learned (fourth round, model card)
+    caption_pairs: int = 1
     #: phase 1: weight of the "two objects touch here" class in the per-patch contact loss. Contact patches are
     #: about 1 in 600; unweighted, the tower found 16% of them (measured on val scenes) and contact questions
     #: stayed at chance

@@ -91,7 +91,7 @@ class Trainer:
             if not module.training:
                 return None
             start = self.recipe.head_dropout_start
-            if start > 0 and not (self.state["phase"] in ("qa", "finetune") and self.state["step"] >= start):
+            if start > 0 and not (self.question_step() is not None and self.question_step() >= start):
                 return None
             x = args[0]
             keep = (torch.rand(x.shape[0], 1, n_heads, 1) >= p).to(x.dtype) / (1 - p)
@@ -99,6 +99,14 @@ class Trainer:
 
         for layer in self.model.model.language_model.layers:
             layer.self_attn.o_proj.register_forward_pre_hook(hook)
+
+    def question_step(self, phase: str | None = None, step: int | None = None) -> int | None:
+        """Steps of question training so far, counted over phases 3 and 4 together (None before phase 3)."""
+        phase = self.state["phase"] if phase is None else phase
+        step = self.state["step"] if step is None else step
+        if phase == "qa":
+            return step
+        return self.recipe.qa_steps + step if phase == "finetune" else None
 
     # ---- optimisers & checkpoints ----------------------------------------------------------------------------
     def _make_optimizers(self) -> None:
@@ -246,7 +254,8 @@ class Trainer:
     def caption_loss(self, n: int) -> torch.Tensor:
         """Mean cross-entropy over the description tokens (+ eos) of `n` random training scenes."""
         idx = self.sampler.rng.integers(len(self.pool.images), size=n)
-        caps = [D.caption(json.loads(self.pool.facts[i]), self.sampler.rng, self.recipe.caption_locations) for i in idx]
+        caps = [D.caption(json.loads(self.pool.facts[i]), self.sampler.rng, self.recipe.caption_locations,
+                          self.recipe.caption_pairs) for i in idx]
         b, n_tgt = self.enc.caption_batch(caps)
         return self.sequence_loss(self._features_of(idx), b, n_tgt)
 
@@ -396,7 +405,7 @@ class Trainer:
         """Whether the weights after `step` steps of `phase` may be exported: with a head-dropout start, only those
         trained with dropout (else the selection could pick a checkpoint that never saw it)."""
         r = self.recipe
-        return not (r.head_dropout > 0 and r.head_dropout_start > 0 and phase == "qa" and step <= r.head_dropout_start)
+        return not (r.head_dropout > 0 and r.head_dropout_start > 0 and self.question_step(phase, step) <= r.head_dropout_start)
 
     def run(self) -> None:
         if self.state["phase"] == "vision":
