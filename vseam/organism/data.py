@@ -59,16 +59,16 @@ def caption(facts: dict, rng: np.random.Generator, locations: bool = True, pairs
         rng.shuffle(words)
         o[:3] = words
     text = " and ".join(" ".join(o if locations else o[:3]) for o in objs)
-    if facts["relations"] and pairs == 1:  # the first organisms' draw (kept so their recipes reproduce)
-        a, _, b = facts["relations"][int(rng.integers(len(facts["relations"])))]
-        pair = [f"{x} {r} {y}" for x, r, y in facts["relations"] if x == a and y == b]
-        text += " . " + " , ".join(pair)
-    elif facts["relations"]:
-        ordered = list(dict.fromkeys((x, y) for x, _, y in facts["relations"]))
+    rels = facts["relations"]
+    if not rels:
+        return text
+    if pairs == 1:  # the first organisms' draw: one relation's pair (kept so their recipes reproduce)
+        a, _, b = rels[int(rng.integers(len(rels)))]
+        chosen = [(a, b)]
+    else:
+        ordered = list(dict.fromkeys((x, y) for x, _, y in rels))
         chosen = [ordered[k] for k in rng.permutation(len(ordered))[: pairs or len(ordered)]]
-        text += " . " + " , ".join(f"{x} {r} {y}" for a, b in chosen for x, r, y in facts["relations"]
-                                   if x == a and y == b)
-    return text
+    return text + " . " + " , ".join(f"{x} {r} {y}" for a, b in chosen for x, r, y in rels if x == a and y == b)
 
 
 def contact_pixels(scene: shapes.Scene) -> np.ndarray:

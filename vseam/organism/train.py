@@ -91,7 +91,7 @@ class Trainer:
             if not module.training:
                 return None
             start = self.recipe.head_dropout_start
-            if start > 0 and not (self.question_step() is not None and self.question_step() >= start):
+            if start > 0 and (self.question_step() or 0) < start:
                 return None
             x = args[0]
             keep = (torch.rand(x.shape[0], 1, n_heads, 1) >= p).to(x.dtype) / (1 - p)
