@@ -246,6 +246,58 @@ def test_head_dropout_waits_for_its_question_step(tiny_trainer):
         trainer.model.train()
 
 
+def test_head_dropout_can_zero_without_rescaling_in_a_share_of_rows(tiny_trainer):
+    """`head_dropout_rescale` off: dropped heads are zeroed and kept ones pass unscaled (what zero-ablation does to
+    the served model); `head_dropout_rows`: the other rows keep every head."""
+    trainer, recipe, _ = tiny_trainer
+    o_proj = trainer.model.model.language_model.layers[0].self_attn.o_proj
+    seen = {}
+    handle = o_proj.register_forward_pre_hook(lambda m, args: seen.__setitem__("x", args[0].detach().clone()))
+    saved = trainer.recipe
+    try:
+        trainer.recipe = dataclasses.replace(recipe, head_dropout=0.3, head_dropout_rescale=False, head_dropout_rows=0.5)
+        x = torch.ones(2000, 2, trainer.spec.text_heads * trainer.spec.text_head_dim)
+        torch.manual_seed(0)
+        o_proj.train()
+        o_proj(x)
+        per_head = seen["x"].view(2000, 2, trainer.spec.text_heads, -1)[:, 0, :, 0]
+        assert bool(((per_head == 0) | (per_head == 1)).all())  # zeroed or untouched, never rescaled
+        # half the rows may drop heads (at 0.3 each), so 0.15 of all head outputs are zeroed ...
+        assert abs(float((per_head == 0).float().mean()) - 0.15) < 0.02
+        # ... and the rows that keep every head are the spared half plus the dropping rows that drew no zero
+        whole = float((per_head == 1).all(1).float().mean())
+        assert abs(whole - (0.5 + 0.5 * 0.7 ** trainer.spec.text_heads)) < 0.04, whole
+    finally:
+        trainer.recipe = saved
+        handle.remove()
+        trainer.model.train()
+
+
+def test_finetune_patch_loss_is_phase_ones_loss_on_the_batch_scenes(tiny_trainer, monkeypatch):
+    """`finetune_patch_weight` w > 0 adds w x phase 1's per-patch loss, on the scenes of the phase-4 batch, to the
+    loss that step optimises (everything else equal); at 0 that loss is not computed."""
+    from vseam.organism.train import Trainer
+
+    _, recipe, root = tiny_trainer
+    seen = {}
+    for weight in (0.0, 5.0):
+        r = dataclasses.replace(recipe, finetune_steps=1, finetune_patch_weight=weight, head_dropout=0.0)
+        t = Trainer(r, root / f"work-patch-{weight}", progress=False)
+        t.state.update(phase="finetune", step=0)
+        calls, drawn, stepped = [], [], []
+        real_patch, real_sample, real_step = t.vision_loss, t.sampler.sample, t._lm_step
+        monkeypatch.setattr(t, "vision_loss", lambda idx: calls.append((idx, real_patch(idx))) or calls[-1][1])
+        monkeypatch.setattr(t.sampler, "sample", lambda n: drawn.append(real_sample(n)) or drawn[-1])
+        monkeypatch.setattr(t, "_lm_step", lambda loss, f: stepped.append(loss.item()) or real_step(loss, f))
+        torch.manual_seed(0)
+        t.run_qa("finetune")
+        seen[weight] = (calls, drawn, stepped)
+    assert seen[0.0][0] == []
+    (idx, (patch_loss, _)), = seen[5.0][0]
+    assert np.array_equal(idx, seen[5.0][1][0][0]) and np.array_equal(seen[0.0][1][0][0], seen[5.0][1][0][0])
+    assert seen[5.0][2][0] == pytest.approx(seen[0.0][2][0] + 5.0 * patch_loss.item(), rel=1e-5)
+
+
 def test_selection_skips_weights_trained_before_the_dropout_start(tiny_trainer):
     """With a dropout start, the exported checkpoint is never one that never saw head dropout; without one (or
     without dropout) every question-phase checkpoint may be chosen, as before."""

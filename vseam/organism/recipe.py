@@ -72,6 +72,12 @@ class Recipe:
     #: phase, descriptions included (the first v2 runs); > 0: no dropout while the tower-reading and yes/no
     #: circuits form, then dropout spreads them over more heads
     head_dropout_start: int = 0
+    #: scale the kept heads by 1/(1-p) (inverted dropout). False: dropped heads are simply zeroed, the condition
+    #: that zero-ablation (the paper's random remove, a profile's alpha = 0) puts the served model in
+    head_dropout_rescale: bool = True
+    #: share of training rows that get head dropout at all (the rest see every head, so the full model stays in
+    #: the training distribution when dropout does not rescale)
+    head_dropout_rows: float = 1.0
     #: open-ended (shapes-COCO-QA) rows added to every question step from step `open_start` on, as a share of
     #: the batch, their loss weighted by `open_weight`. From step 0 and at weight 1 they kept yes/no answers at
     #: exactly 50% for 500 steps (the answer position learned content words only); yes/no first, then both, works
@@ -93,6 +99,10 @@ class Recipe:
     #: about 1 in 600; unweighted, the tower found 16% of them (measured on val scenes) and contact questions
     #: stayed at chance
     contact_weight: float = 1.0
+    #: phase 4: weight of phase 1's per-patch loss (same labels and contact weight) on the tower, so the tower keeps
+    #: learning where shapes touch while it is trained on questions (the frozen tower of the fifth round found 28%
+    #: of the contact patches; contact questions stayed at 60%)
+    finetune_patch_weight: float = 0.0
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

@@ -79,22 +79,24 @@ class Trainer:
         self._clock = time.time()
 
     def _head_dropout_hooks(self) -> None:
-        """Zero each head's output (the o_proj input slice) with probability `head_dropout` per row, in training
-        mode only and from question step `head_dropout_start` on when that is > 0; the kept heads are scaled by
-        1/(1-p) as dropout does."""
-        p = self.recipe.head_dropout
-        if p <= 0:
+        """Zero each head's output (the o_proj input slice) with probability `head_dropout`, in a share
+        `head_dropout_rows` of the rows, in training mode only and from question step `head_dropout_start` on when
+        that is > 0; the kept heads are scaled by 1/(1-p) as dropout does unless `head_dropout_rescale` is off."""
+        if self.recipe.head_dropout <= 0:
             return
         n_heads, head_dim = self.spec.text_heads, self.spec.text_head_dim
 
         def hook(module, args):
+            r = self.recipe
             if not module.training:
                 return None
-            start = self.recipe.head_dropout_start
-            if start > 0 and (self.question_step() or 0) < start:
+            if r.head_dropout_start > 0 and (self.question_step() or 0) < r.head_dropout_start:
                 return None
             x = args[0]
-            keep = (torch.rand(x.shape[0], 1, n_heads, 1) >= p).to(x.dtype) / (1 - p)
+            gain = 1 / (1 - r.head_dropout) if r.head_dropout_rescale else 1.0
+            keep = (torch.rand(x.shape[0], 1, n_heads, 1) >= r.head_dropout).to(x.dtype) * gain
+            if r.head_dropout_rows < 1.0:  # rows outside the share keep every head at scale 1
+                keep[torch.rand(x.shape[0]) >= r.head_dropout_rows] = 1.0
             return (x.view(*x.shape[:-1], n_heads, head_dim).mul(keep).view_as(x),) + tuple(args[1:])
 
         for layer in self.model.model.language_model.layers:
@@ -374,6 +376,8 @@ class Trainer:
             n_open = round(r.open_share * r.batch)
             if n_open and (step >= r.open_start or not frozen):
                 loss = loss + r.open_weight * self.open_loss(n_open)
+            if not frozen and r.finetune_patch_weight > 0:  # the tower keeps its per-patch labels (contact first)
+                loss = loss + r.finetune_patch_weight * self.vision_loss(scenes)[0]
             self._lm_step(loss, _lr_factor(step, total, warmup) * scale)
             with torch.no_grad():
                 acc = float(((logits[:, self.enc.yes_id] > logits[:, self.enc.no_id]) == torch.from_numpy(ys)).float().mean())
