@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -479,3 +481,91 @@ def test_summary_splits_spatial_accuracy_by_relation_word():
     assert res["subtype"]["spatial"] == 0.5 and "relation" not in summarize(correct, subtypes)
     with pytest.raises(ValueError, match="no spatial relation"):
         relation_word("Is the cross red?")
+
+
+def _fork(src: pathlib.Path, dst: pathlib.Path, recipe, **state) -> None:
+    """What a hand-made continuation does: the saved state under a new recipe, selection started afresh."""
+    blob = torch.load(src / "state.pt", weights_only=False)
+    blob["recipe"] = recipe.to_json()
+    blob["state"].update(best=None, **state)
+    dst.mkdir(parents=True)
+    torch.save(blob, dst / "state.pt")
+    shutil.copytree(src / "init", dst / "init")
+    for f in src.glob("features-*.pt"):
+        shutil.copy(f, dst / f.name)
+
+
+def test_stages_continue_the_run_as_hand_made_continuations_do(tiny_trainer):
+    """A recipe with `stages` trains, in one run, exactly what running its phases and then continuing the saved
+    state under each stage's fields trains (same weights, bit for bit): more frozen-tower steps with other subtype
+    weights, then end-to-end steps with zeroing head dropout. A run stopped mid-stage resumes in that stage."""
+    from vseam.organism.recipe import Recipe
+    from vseam.organism.train import Trainer
+
+    _, recipe, root = tiny_trainer
+    base = dataclasses.replace(recipe, qa_steps=4, finetune_steps=0)
+    one = {"qa_steps": 6, "subtype_weights": "3,1,1,1,1,1,1", "open_weight": 0.5}
+    two = {"finetune_steps": 2, "head_dropout": 0.3, "head_dropout_rescale": False, "head_dropout_rows": 0.5}
+    staged = dataclasses.replace(base, stages=json.dumps([one, two]))
+
+    whole = Trainer(staged, root / "staged", progress=False)
+    whole.run()
+    assert (whole.state["stage"], whole.state["phase"], whole.state["step"]) == (2, "finetune", 2)
+    log = [json.loads(line) for line in (root / "staged" / "log.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["step"]) for r in log if r["phase"] == "stage"] == [(1, 4), (2, 0)]
+    assert [r["step"] for r in log if r["phase"] == "qa-val"] == [2, 4, 6]
+    assert whole.state["best"]["phase"] == "finetune"  # selection restarted in the last stage
+
+    first = Trainer(base, root / "hand-0", progress=False)
+    first.run()
+    rec1 = dataclasses.replace(base, **one)
+    _fork(root / "hand-0", root / "hand-1", rec1, phase="qa", step=4)
+    second = Trainer(rec1, root / "hand-1", progress=False)
+    second.run()
+    rec2 = dataclasses.replace(rec1, **two)
+    _fork(root / "hand-1", root / "hand-2", rec2)
+    third = Trainer(rec2, root / "hand-2", progress=False)
+    third.run()
+    ours, theirs = whole.model.state_dict(), third.model.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in ours.items())
+
+    # resuming: a trainer stopped right after entering stage 1 picks that stage's fields up again
+    mid = Trainer(staged, root / "mid", progress=False)
+    mid._run_phases()
+    mid.next_stage()
+    again = Trainer(staged, root / "mid", progress=False)
+    assert again.recipe == Recipe(**{**base.to_json(), **one})
+    assert list(again.sampler.subtype_p) == list(np.asarray([3, 1, 1, 1, 1, 1, 1]) / 9)
+    assert (again.state["phase"], again.state["step"]) == ("qa", 4)
+
+
+def test_stages_change_the_learning_rates_they_name(tiny_trainer):
+    """A saved optimiser state carries the old base learning rates; a stage that sets `lr` / `vision_tower_lr`
+    trains at its own (the hand-made continuations of the fifth round silently kept the old ones)."""
+    from vseam.organism.train import Trainer
+
+    _, recipe, root = tiny_trainer
+    staged = dataclasses.replace(recipe, qa_steps=2, finetune_steps=0,
+                                 stages=json.dumps([{"finetune_steps": 1, "lr": 5e-4, "vision_tower_lr": 7e-4}]))
+    t = Trainer(staged, root / "lr", progress=False)
+    t.run()
+    assert [g["base_lr"] for g in t.opt_qa.param_groups] == [7e-4, 5e-4]
+    again = Trainer(staged, root / "lr", progress=False)
+    assert [g["base_lr"] for g in again.opt_qa.param_groups] == [7e-4, 5e-4]
+
+
+@pytest.mark.parametrize("stages, words", [
+    ("[{\"text_heads\": 8}]", "may set only"),
+    ("[{\"qa_steps\": 1}]", "shortens"),
+    ("[{\"finetune_steps\": 2}, {\"qa_steps\": 9000}]", "frozen-tower steps after end-to-end"),
+    ("[{\"lr\": 0.1}]", "adds no training steps"),
+    ("[{\"qa_steps\": \"many\"}]", "expected int"),
+    ("{\"qa_steps\": 9000}", "JSON list"),
+    ("[{qa_steps: 9000}]", "not JSON"),
+])
+def test_malformed_stages_are_refused_naming_the_problem(stages, words):
+    from vseam.organism.recipe import Recipe
+
+    with pytest.raises(ValueError, match="recipe field stages") as err:
+        Recipe(stages=stages)
+    assert words in str(err.value)

@@ -230,9 +230,7 @@ class Sampler:
     def __init__(self, pool: Pool, primary_share: float, seed: int, subtype_weights: Sequence[float] | None = None):
         self.pool = pool
         self.primary_share = primary_share
-        w = np.ones(len(SUBTYPES)) if subtype_weights is None else np.asarray(subtype_weights, float)
-        self.subtype_p = w / w.sum()
-        self.uniform = bool(np.all(w == w[0]))
+        self.set_weights(subtype_weights)
         self.open_by_type = [np.where(pool.open_type == t)[0] for t in range(len(OPEN_TYPES))]
         self.rng = np.random.default_rng([seed, 4242])
         self.primary = {}
@@ -241,6 +239,12 @@ class Sampler:
             for yes in (False, True):
                 self.primary[s, yes] = np.where((pool.primary_subtype == s) & (pool.primary_yes == yes))[0]
                 self.extra[s, yes] = np.where((pool.extra_subtype == s) & (pool.extra_yes == yes))[0]
+
+    def set_weights(self, subtype_weights: Sequence[float] | None) -> None:
+        """Relative sampling weight of each subtype (None: all equal), from the next draw on."""
+        w = np.ones(len(SUBTYPES)) if subtype_weights is None else np.asarray(subtype_weights, float)
+        self.subtype_p = w / w.sum()
+        self.uniform = bool(np.all(w == w[0]))
 
     def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(scene indices, question indices, yes flags)."""

@@ -4,6 +4,7 @@ both read it, so the card always states the recipe the weights were trained with
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from vseam.core.toy_checkpoints import ToySpec
 
@@ -103,6 +104,51 @@ class Recipe:
     #: learning where shapes touch while it is trained on questions (the frozen tower of the fifth round found 28%
     #: of the contact patches; contact questions stayed at 60%)
     finetune_patch_weight: float = 0.0
+    #: later stages of the same run, as a JSON list of field overrides, e.g. '[{"qa_steps": 3300,
+    #: "subtype_weights": "2,2,1,1,1,2,2"}]': when the recipe's phases end, each stage in turn changes those fields
+    #: and trains on from where the last one stopped (more frozen-tower question steps, or more end-to-end ones).
+    #: Only fields of phases 3-4 may change (STAGE_FIELDS). The kept checkpoint is the last stage's best on val
+    stages: str = ""
+
+    def __post_init__(self) -> None:
+        self.stage_overrides()  # a malformed `stages` fails here, naming the stage and field
+
+    def stage_overrides(self) -> list[dict]:
+        """The parsed `stages`, checked: known fields of phases 3-4 only, and each stage trains further."""
+        if not self.stages:
+            return []
+        try:
+            stages = json.loads(self.stages)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"recipe field stages: not JSON ({e})") from None
+        if not isinstance(stages, list) or not all(isinstance(d, dict) and d for d in stages):
+            raise ValueError("recipe field stages: expected a JSON list of non-empty objects of field overrides")
+        prev = dataclasses.replace(self, stages="")
+        for k, over in enumerate(stages, 1):
+            bad = sorted(set(over) - STAGE_FIELDS)
+            if bad:
+                raise ValueError(f"recipe field stages: stage {k} sets {bad}; a stage may set only {sorted(STAGE_FIELDS)}")
+            for name, value in over.items():
+                kind = type(getattr(self, name))
+                ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+                if not ok and not (kind is float and isinstance(value, int) and not isinstance(value, bool)):
+                    raise ValueError(f"recipe field stages: stage {k} sets {name} to {value!r}; expected {kind.__name__}")
+            cur = dataclasses.replace(prev, **over)
+            if cur.qa_steps < prev.qa_steps or cur.finetune_steps < prev.finetune_steps:
+                raise ValueError(f"recipe field stages: stage {k} shortens a phase (qa_steps / finetune_steps only grow)")
+            if cur.qa_steps > prev.qa_steps and prev.finetune_steps:
+                raise ValueError(f"recipe field stages: stage {k} adds frozen-tower steps after end-to-end ones")
+            if (cur.qa_steps, cur.finetune_steps) == (prev.qa_steps, prev.finetune_steps):
+                raise ValueError(f"recipe field stages: stage {k} adds no training steps")
+            prev = cur
+        return stages
+
+    def at_stage(self, k: int) -> Recipe:
+        """The recipe in force during stage `k` (0: the recipe's own phases), with no stages of its own."""
+        merged: dict = {}
+        for over in self.stage_overrides()[:k]:
+            merged.update(over)
+        return dataclasses.replace(self, **merged, stages="")
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -114,6 +160,15 @@ class Recipe:
     def weights(self) -> list[float]:
         return [float(w) for w in self.subtype_weights.split(",")]
 
+
+#: the fields a stage may change: those read by phases 3-4 only (the tower's pre-training, the descriptions, the
+#: training world and the architecture are fixed by then)
+STAGE_FIELDS = frozenset({
+    "qa_steps", "finetune_steps", "caption_mix", "batch", "lr", "vision_tower_lr", "clip_norm", "primary_share",
+    "eval_every", "target_val_acc", "head_dropout", "head_dropout_start", "head_dropout_rescale",
+    "head_dropout_rows", "open_share", "open_start", "open_weight", "subtype_weights", "caption_pairs",
+    "caption_locations", "contact_weight", "finetune_patch_weight",
+})
 
 #: named recipes. "v1" is the committed checkpoint's (`weights/training.json`): 8 heads per layer, no head dropout,
 #: yes/no questions and descriptions only, uniform training world. "v2" is the redundant, prior-carrying attempt of

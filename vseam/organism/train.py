@@ -15,6 +15,9 @@ Phases (see `recipe.Recipe`):
    and yes/no, with some description rows mixed into every step;
 4. optional end-to-end fine-tuning of everything on questions.
 
+A recipe's `stages` continue the run after that with some phase-3/4 fields changed (more frozen-tower steps with
+other subtype weights, then end-to-end steps with head dropout, ...), so a schedule is one command.
+
 Validation uses the "val" split only (never "test", which the model card and the demo hold out); training stops at
 `target_val_acc` so the organism keeps room to improve. The run is seeded, checkpoints to `--work` every
 `eval_every` steps and resumes from there. The result is exported in the llava-hf layout (sharded safetensors with
@@ -53,7 +56,9 @@ class Trainer:
     def __init__(self, recipe: Recipe, work: pathlib.Path, progress: bool = True):
         from vseam.core.toy_checkpoints import build
 
-        self.recipe, self.work, self.progress = recipe, work, progress
+        #: `base` is the recipe as given (what checkpoints and the export record); `recipe` is the one in force,
+        #: that of the current stage (`Recipe.stages`)
+        self.base, self.recipe, self.work, self.progress = recipe, recipe.at_stage(0), work, progress
         work.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(recipe.seed)
         self.init_dir = work / "init"
@@ -76,19 +81,21 @@ class Trainer:
         self.log_path = work / "log.jsonl"
         self._make_optimizers()
         self._resume()
+        if self.state.get("stage", 0):
+            self._use(self.base.at_stage(self.state["stage"]))
         self._clock = time.time()
 
     def _head_dropout_hooks(self) -> None:
         """Zero each head's output (the o_proj input slice) with probability `head_dropout`, in a share
         `head_dropout_rows` of the rows, in training mode only and from question step `head_dropout_start` on when
         that is > 0; the kept heads are scaled by 1/(1-p) as dropout does unless `head_dropout_rescale` is off."""
-        if self.recipe.head_dropout <= 0:
+        if all(self.base.at_stage(k).head_dropout <= 0 for k in range(len(self.base.stage_overrides()) + 1)):
             return
         n_heads, head_dim = self.spec.text_heads, self.spec.text_head_dim
 
         def hook(module, args):
             r = self.recipe
-            if not module.training:
+            if not module.training or r.head_dropout <= 0:
                 return None
             if r.head_dropout_start > 0 and (self.question_step() or 0) < r.head_dropout_start:
                 return None
@@ -134,7 +141,7 @@ class Trainer:
         self.state["seconds"] = self.state.get("seconds", 0.0) + now - self._clock
         self._clock = now
         blob = {
-            "recipe": self.recipe.to_json(),
+            "recipe": self.base.to_json(),
             "state": self.state,
             "model": self.model.state_dict(),
             "patch_head": self.patch_head.state_dict(),
@@ -150,7 +157,7 @@ class Trainer:
         if not path.exists():
             return
         blob = torch.load(path, weights_only=False)
-        if blob["recipe"] != self.recipe.to_json():
+        if blob["recipe"] != self.base.to_json():
             raise SystemExit(f"{path}: checkpoint was made with another recipe; use --fresh or another --work dir")
         self.model.load_state_dict(blob["model"])
         self.patch_head.load_state_dict(blob["patch_head"])
@@ -411,7 +418,34 @@ class Trainer:
         r = self.recipe
         return not (r.head_dropout > 0 and r.head_dropout_start > 0 and self.question_step(phase, step) <= r.head_dropout_start)
 
+    def _use(self, recipe: Recipe) -> None:
+        """Put a stage's recipe in force: the sampler's subtype weights and primary share, and the optimiser's
+        base learning rates (its saved state would otherwise bring back the old ones)."""
+        self.recipe = recipe
+        self.sampler.set_weights(recipe.weights())
+        self.sampler.primary_share = recipe.primary_share
+        tower, rest = self.opt_qa.param_groups
+        tower["base_lr"], rest["base_lr"] = recipe.vision_tower_lr, recipe.lr
+
+    def next_stage(self) -> None:
+        """Start the next stage where the last one stopped: back in phase 3 at its last step if the stage adds
+        frozen-tower steps, else on in phase 4. Selection starts afresh (the stage's own best on val is kept)."""
+        k = self.state.get("stage", 0) + 1
+        prev, new = self.recipe, self.base.at_stage(k)
+        if new.qa_steps > prev.qa_steps:
+            self.state.update(phase="qa", step=prev.qa_steps)
+        self.state.update(stage=k, best=None)
+        self._use(new)
+        self.log(phase="stage", stage=k, step=self.state["step"], **self.base.stage_overrides()[k - 1])
+        self.save()
+
     def run(self) -> None:
+        self._run_phases()
+        while not self.state["done"] and self.state.get("stage", 0) < len(self.base.stage_overrides()):
+            self.next_stage()
+            self._run_phases()
+
+    def _run_phases(self) -> None:
         if self.state["phase"] == "vision":
             self.run_vision()
         if self.state["phase"] == "caption":
@@ -432,7 +466,7 @@ def export(trainer: Trainer, out: pathlib.Path) -> dict:
     from vseam.core.toy_checkpoints import llava_hub_key, write_sharded
 
     best = trainer.work / "best.pt"
-    state = torch.load(best) if best.exists() else trainer.model.state_dict()
+    state = torch.load(best) if best.exists() and trainer.state["best"] is not None else trainer.model.state_dict()
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("model-*.safetensors"):
         old.unlink()
@@ -442,7 +476,7 @@ def export(trainer: Trainer, out: pathlib.Path) -> dict:
         shutil.copy(f, out / f.name)
     write_sharded({llava_hub_key(k): v.detach().clone() for k, v in state.items()}, out)
     meta = {
-        "recipe": trainer.recipe.to_json(),
+        "recipe": trainer.base.to_json(),
         "spec": dataclasses.asdict(trainer.spec),
         "selected": trainer.state["best"],
         "minutes": round(trainer.state.get("seconds", 0.0) / 60, 1),
@@ -468,8 +502,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--" + f.name.replace("_", "-"), default=None,
                        type=(lambda v: v.lower() in ("1", "true", "yes")) if kind is bool else kind)
     args = p.parse_args(argv)
-    recipe = preset(args.preset, **{f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe)
-                                   if getattr(args, f.name) is not None})
+    try:
+        recipe = preset(args.preset, **{f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe)
+                                       if getattr(args, f.name) is not None})
+    except ValueError as e:
+        p.error(str(e))
     torch.set_num_threads(args.threads)
     work = pathlib.Path(args.work)
     if args.fresh and work.exists():
