@@ -129,6 +129,41 @@ def test_removal_curve_scores_the_split_it_is_asked_for():
     assert val["base"] == own
 
 
+def test_single_head_costs_zero_one_head_at_a_time():
+    """Each entry is the accuracy change with that head alone zeroed (checked against the engine directly for two
+    heads), per subtype too; `worst` lists the costliest heads first."""
+    _require_weights()
+    from vseam.core.engine import HeadEngine
+    from vseam.organism.robustness import single_head_costs, single_table
+
+    torch.set_num_threads(1)
+    engine = HeadEngine.from_pretrained(str(WEIGHTS_DIR))
+    res = single_head_costs(engine, n=21, progress=False, split="val")
+    L, H = engine.num_layers, engine.num_heads
+    assert np.asarray(res["change_pp"]).shape == (L, H)
+    items = [S.generate("val", i) for i in range(21)]
+    imgs, qs = [S.render_image(sc) for sc, _ in items], [q.text for _, q in items]
+    gold = np.asarray([q.answer == "yes" for _, q in items])
+    sub = np.asarray([q.subtype for _, q in items])
+
+    def correct(scales):
+        out = engine.binary(imgs, qs, scales=scales)
+        return (out["yes"] > out["no"]).numpy() == gold
+
+    base = correct(None)
+    assert res["base"] == float(base.mean())
+    for l, h in [(0, 0), (L - 1, H - 1)]:
+        scales = np.ones((L, H), np.float32)
+        scales[l, h] = 0.0
+        got = correct(scales)
+        assert res["change_pp"][l][h] == pytest.approx(100 * (got.mean() - base.mean()), abs=0.01)
+        k = sub[0]
+        assert res["subtype_change_pp"][k][l][h] == pytest.approx(100 * (got[sub == k].mean() - base[sub == k].mean()), abs=0.01)
+    costs = [w["change_pp"] for w in res["worst"]]
+    assert costs == sorted(costs) and costs[0] == pytest.approx(min(min(r) for r in res["change_pp"]), abs=0.01)
+    assert len(single_table(res)) == 2 + L + 4
+
+
 def test_training_batches_equal_the_engine_encoding(tiny_trainer):
     """What the model is trained on is exactly what HeadEngine (calibration) and the chat API feed it."""
     from vseam.core.engine import HeadEngine
