@@ -180,13 +180,53 @@ phase-2 checkpoint; 1,500 description and 1,500 question steps; 4 x 16 heads of 
     100, vehicle 99, indoor 99, spatial 88, action 60). 2 / 4 / 8 / 16 heads cost -0.37 / 0.20 / 1.69 / 8.03 pp
     (worst 0.29 / 1.14 / 5.86 / 28.0).
   F2 is the closest any run here came to the issue's points 1-2: six subtypes are at 88% or more on held-out
-  data. It misses on two counts. Action (contact) is at 60%, though the tower finds touching patches. And 8
+  data. It misses on two counts. Action (contact) is at 60% (the tower finds few touching patches; see below). And 8
   heads cost 1.69 pp (worst 5.86), where the target is < 1 (worst < 2). Colour and material verification moved
   only after their sampling weight was doubled (52 -> 86-91% on val within 900-1,200 steps). F1 and F2 are forks
-  of L2's checkpoint with recipe fields changed at step 2,100, a schedule that one recipe cannot express yet.
+  of L2's checkpoint with recipe fields changed at step 2,100 (recipe `stages` now express such a schedule).
   F3 forked F1 for 600 more end-to-end steps with dropout 0.25 and spatial and action sampled 3x. Test: 89.6%
   (colour 94, material 87, animal 100, vehicle 99, indoor 97, spatial 84, action 66), and 8 heads cost 2.34 pp
   (worst 7.57). Heavier dropout late in training did not buy redundancy, and action did not move.
+* **Sixth round (nothing committed): why action and redundancy miss, and two new levers.** All runs continue F2
+  (test split, n = 700; 5 seeds per count).
+  * Contact is limited by the tower. F2's tower is the frozen phase-1 tower; with its phase-1 patch head on the
+    200 contact questions of the first 1,400 val questions, it marks 28% of the patches where shapes touch (0.15%
+    false alarms), and "some patch is marked" answers at best 79% of those questions right. 1,500 more phase-1
+    steps at contact weight 16 (a diagnostic, T1) raise that to 56% of patches and 86% of questions.
+  * E2, phase 3 continued to step 4,200 with `--head-dropout 0.2 --head-dropout-rescale false
+    --head-dropout-rows 0.5` (zeroed heads, kept heads unscaled, half the rows): val 92.4%; test 94.1% (colour
+    98, material 91, animal 100, vehicle 99, indoor 99, spatial 98, action 74). 2 / 4 / 8 / 16 heads cost
+    1.23 / 0.91 / 2.46 / 9.97 pp (worst 3.43 / 1.71 / 5.86 / 31.14).
+  * E1, 900 end-to-end steps with phase 1's patch loss kept on the tower (`--finetune-patch-weight 1`, contact
+    weight 16), action sampled 3x, the same dropout as E2: val 93.3%; test 94.1% (action 73). 8 heads cost
+    2.66 pp (worst 8.00). Its tower marks 55% of contact patches after 300 steps, but action did not pass E2's.
+    (It asked for tower learning rate 6e-4; the resumed optimiser state kept 2e-4, a bug that recipe stages fix.)
+  * Zeroing each head alone (`python -m vseam.organism.robustness --single`, val): on E2, 62 of the 64 heads
+    cost at most 1.1 pp each; head 0.12 costs 11.6 pp (every subtype) and head 0.7 5.9 pp (colour 34 pp). A
+    random 8 of 64 holds a given head with probability 1/8, so these two heads alone account for about 2.2 of
+    the 2.46 pp that 8 heads cost.
+  * E3a, phase 3 continued to step 5,100 with head dropout 0.3 on every row, zeroed and unscaled, at learning
+    rate 3e-3: val 91.3%; test 92.3% (colour 95, material 88, animal 100, vehicle 99, indoor 100, spatial 99,
+    action 65). 2 / 4 / 8 / 16 heads cost 0.77 / 0.17 / 1.20 / 3.40 pp (worst 3.43 / 0.43 / 2.29 / 7.14). E3b,
+    the same with kept heads rescaled by 1/(1-p): test 92.1%, 8 heads 1.23 pp (worst 3.00). Heavier dropout at a
+    higher learning rate halves the cost of 8 heads; action fell back to 65%.
+  * Zeroing each head alone on E3a (val): head 0.12 now costs 0.86 pp (11.6 on E2); head 0.7 still costs
+    2.14 pp (colour 18 pp); the other 62 cost at most 1.0 pp.
+  * E4a, E3a continued to step 6,000 with dropout 0.4 (zeroing) and action sampled 3x; kept step 5,700 (val):
+    test 91.6% (colour 95, material 86, animal 100, vehicle 98, indoor 99, spatial 98, action 65). 2 / 4 / 8 / 16
+    heads cost 0.20 / -0.60 / 0.66 / 1.54 pp (worst 1.14 / -0.14 / 2.14 / 3.14).
+  * **E4b**, E3a then 900 end-to-end steps with phase 1's patch loss on the tower (weight 1, contact weight 16,
+    tower learning rate 6e-4), dropout 0.3 (zeroing) and action sampled 3x: val 94.0% (action 74); **test 94.6%:
+    colour 100, material 89, animal 100, vehicle 98, indoor 100, spatial 99, action 76. 2 / 4 / 8 / 16 heads cost
+    0.46 / 0.14 / 0.77 / 2.20 pp (worst 2.29 / 0.57 / 2.29 / 4.86).** Point 1's mean (< 1 pp) is met, its worst
+    seed (< 2 pp) is missed by 0.29 pp (2 questions of 700); point 2 is met on six subtypes and missed on action
+    (76%). So the weights stay v1 and the strict xfail stays.
+  * The forks of this round were hand-made continuations of saved states. The same kind of schedule is now one
+    command with recipe stages, e.g. E2's: `python -m vseam.organism.train --preset v2 --world v1
+    --caption-pairs 0 --subtype-weights 1,1,1,1,1,3,2 --head-dropout 0.15 --head-dropout-start 2101 --stages
+    '[{"qa_steps": 3300, "subtype_weights": "2,2,1,1,1,2,2"}, {"qa_steps": 4200, "head_dropout": 0.2,
+    "head_dropout_rescale": false, "head_dropout_rows": 0.5}]'`. A test shows that stages train bit for bit what
+    such continuations train; that command itself was not re-run end to end here (about 100 minutes).
 * **Time.** Phases 1-2 took 11 + 30 minutes and phase 3 41 minutes on one thread each with another training
   job on the second core: about 83 minutes, over the 60-minute budget.
 
