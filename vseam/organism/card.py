@@ -226,6 +226,9 @@ phase-2 checkpoint; 1,500 description and 1,500 question steps; 4 x 16 heads of 
     98, indoor 99, spatial 100, action 80. 2 / 4 / 8 / 16 heads cost 0.34 / 0.06 / 0.43 / 1.66 pp (worst 2.29 /
     0.57 / 1.71 / 2.71).** This meets point 1 (8 heads: mean < 1 pp, worst seed < 2 pp). Point 2 is still
     missed on action (80%), so the weights stay v1.
+  * E6, E5 then 600 more end-to-end steps with action sampled 5x, patch weight 3 and tower learning rate 3e-3;
+    kept step 1,800 (val 94.3%, action 76): test 94.4% (action 81); 8 heads cost 0.43 pp (worst 2.00, on the
+    limit). No gain over E5: action seems to level off near 80% with this tower.
   * E5 through the demo (`python -m vseam.demo --model <E5>`, default sizes: 700 calib questions of which 210 are
     held out to choose K and α, 700 test questions, all through vLLM's OpenAI server). Original 94.86%;
     rescaling = original, because the guard kept α = 0 at every level (the best candidate on the held-out calib
