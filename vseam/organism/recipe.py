@@ -128,10 +128,10 @@ class Recipe:
             bad = sorted(set(over) - STAGE_FIELDS)
             if bad:
                 raise ValueError(f"recipe field stages: stage {k} sets {bad}; a stage may set only {sorted(STAGE_FIELDS)}")
-            for name, value in over.items():
+            for name, value in over.items():  # JSON true/false only for bool fields; an int does for a float
                 kind = type(getattr(self, name))
-                ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-                if not ok and not (kind is float and isinstance(value, int) and not isinstance(value, bool)):
+                accepted = (int, float) if kind is float else kind
+                if isinstance(value, bool) != (kind is bool) or not isinstance(value, accepted):
                     raise ValueError(f"recipe field stages: stage {k} sets {name} to {value!r}; expected {kind.__name__}")
             cur = dataclasses.replace(prev, **over)
             if cur.qa_steps < prev.qa_steps or cur.finetune_steps < prev.finetune_steps:

@@ -35,7 +35,7 @@ def random_heads(num_layers: int, num_heads: int, count: int, seed: int) -> list
 
 
 class _Scorer:
-    """The first `n` questions of a split, scored by an engine under given head scales."""
+    """The first `n` questions of a split, scored by an engine with some heads (layer, head) zeroed."""
 
     def __init__(self, engine, n: int, split: str, batch: int = 100):
         from vseam.calibrate.datasets import shapes
@@ -47,7 +47,13 @@ class _Scorer:
         self.gold = np.asarray([q.answer == "yes" for _, q in items])
         self.subtypes = [q.subtype for _, q in items]
 
-    def correct(self, scales) -> np.ndarray:
+    def correct(self, zeroed=()) -> np.ndarray:
+        """Per question: answered right with the heads in `zeroed` zeroed (none: the unedited model)?"""
+        scales = None
+        if zeroed:
+            scales = np.ones((self.engine.num_layers, self.engine.num_heads), np.float32)
+            for l, h in zeroed:
+                scales[l, h] = 0.0
         pred = []
         for i in range(0, self.n, self.batch):
             out = self.engine.binary(self.images[i : i + self.batch], self.questions[i : i + self.batch], scales=scales)
@@ -65,17 +71,14 @@ def removal_curve(engine, n: int = 700, counts=COUNTS, seeds: int = SEEDS, batch
     score = _Scorer(engine, n, split, batch)
     L, H = engine.num_layers, engine.num_heads
     configs = [(c, s) for c in counts if c > 0 for s in range(seeds)]
-    base_correct = score.correct(None)
+    base_correct = score.correct()
     base = float(base_correct.mean())
     out = {"split": split, "n": n, "heads": L * H, "base": base,
            "base_detail": summarize(base_correct, score.subtypes, score.questions),
            "curve": {"0": {"mean": base, "worst": base, "mean_drop_pp": 0.0, "worst_drop_pp": 0.0, "runs": []}}}
     for count, seed in tqdm(configs, desc="random removal", disable=not progress):
         heads = random_heads(L, H, count, seed)
-        scales = np.ones((L, H), np.float32)
-        for l, h in heads:
-            scales[l, h] = 0.0
-        acc = float(score.correct(scales).mean())
+        acc = float(score.correct(heads).mean())
         row = out["curve"].setdefault(str(count), {"runs": []})
         row["runs"].append({"seed": seed, "heads": heads, "accuracy": acc})
     for key, row in out["curve"].items():
@@ -96,16 +99,14 @@ def single_head_costs(engine, n: int = 700, batch: int = 100, progress: bool = T
 
     score = _Scorer(engine, n, split, batch)
     L, H = engine.num_layers, engine.num_heads
-    base = score.correct(None)
+    base = score.correct()
     subtypes = np.asarray(score.subtypes)
     kinds = sorted(set(score.subtypes))
     overall = np.zeros((L, H))
     per_subtype = {k: np.zeros((L, H)) for k in kinds}
     for f in tqdm(range(L * H), desc="single heads", disable=not progress):
         l, h = divmod(f, H)
-        scales = np.ones((L, H), np.float32)
-        scales[l, h] = 0.0
-        got = score.correct(scales)
+        got = score.correct([(l, h)])
         overall[l, h] = 100 * (got.mean() - base.mean())
         for k in kinds:
             sel = subtypes == k
