@@ -589,10 +589,84 @@ def test_stages_change_the_learning_rates_they_name(tiny_trainer):
     assert [g["base_lr"] for g in again.opt_qa.param_groups] == [7e-4, 5e-4]
 
 
+def test_a_stage_can_retrain_the_tower_on_touching_scenes_then_train_on_end_to_end(tiny_trainer):
+    """A stage that raises `tower_steps` first trains the tower alone (the language model and projector stay
+    bit for bit as they were), on batches with the asked share of scenes where shapes touch, then takes its
+    end-to-end steps from where phase 4 stood. A run stopped inside the tower retraining resumes there."""
+    from vseam.organism.train import Trainer
+
+    _, recipe, root = tiny_trainer
+    stage = {"tower_steps": 3, "contact_scenes": 6, "contact_share": 0.5, "contact_image_weight": 1.0,
+             "vision_lr": 1e-3, "finetune_steps": 4}
+    staged = dataclasses.replace(recipe, qa_steps=2, finetune_steps=2, stages=json.dumps([stage]))
+    t = Trainer(staged, root / "tower-stage", progress=False)
+    t._run_phases()
+    assert (t.state["phase"], t.state["step"]) == ("finetune", 2)
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    t.next_stage()
+    assert (t.state["phase"], t.state["step"], t.state["finetune_at"]) == ("tower", 0, 2)
+    images, labels = t.touching_scenes()
+    assert len(images) >= 3 and bool(labels[:, 3].any(1).all())  # 6 more contact scenes, half of them touching
+    drawn = []
+    real = t.tower_loss
+    t.tower_loss = lambda im, lab: drawn.append(lab) or real(im, lab)
+    t.state["step"] = 1
+    t.save()
+    again = Trainer(staged, root / "tower-stage", progress=False)  # resumes inside the retraining
+    assert (again.state["phase"], again.state["step"]) == ("tower", 1)
+    t.run_tower()
+    assert len(drawn) == 2 and all(int(lab[:, 3].any(1).sum()) >= round(0.5 * staged.vision_batch) for lab in drawn)
+    after = t.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("model.vision_tower.") for k in changed)
+    assert (t.state["phase"], t.state["step"]) == ("finetune", 2)
+    t._run_phases()
+    assert (t.state["phase"], t.state["step"]) == ("finetune", 4)
+
+
+def test_the_image_level_contact_term_adds_its_weighted_log_loss(tiny_trainer):
+    """`contact_image_weight` w adds w x the binary cross-entropy of "some pair touches" (log-sum-exp over patches
+    of the contact logit margin) to the tower's per-patch loss; at 0 the loss is the per-patch one."""
+    trainer, recipe, _ = tiny_trainer
+    saved = trainer.recipe
+    images, labels = trainer.pool.images[:6], trainer.pool.labels[:6].copy()
+    labels[0, 3, 10] = 1  # one scene with a touching patch, the rest without
+    labels[1:, 3] = 0
+    try:
+        trainer.recipe = dataclasses.replace(recipe, contact_image_weight=0.0)
+        with torch.no_grad():
+            plain, _ = trainer.tower_loss(images, labels)
+            trainer.recipe = dataclasses.replace(recipe, contact_image_weight=2.5)
+            both, _ = trainer.tower_loss(images, labels)
+            layer = trainer.model.config.vision_feature_layer
+            feats = trainer.model.model.vision_tower(pixel_values=trainer.enc.pixels(images),
+                                                     output_hidden_states=True).hidden_states[layer][:, 1:]
+            contact = torch.split(trainer.patch_head(feats), trainer.patch_sizes, dim=-1)[3]
+        margin = (contact[..., 1] - contact[..., 0]).double().numpy()
+        score = np.log(np.exp(margin).sum(1))
+        y = np.array([1.0, 0, 0, 0, 0, 0])
+        bce = -np.mean(y * np.log(1 / (1 + np.exp(-score))) + (1 - y) * np.log(1 - 1 / (1 + np.exp(-score))))
+        assert both.item() == pytest.approx(plain.item() + 2.5 * bce, rel=1e-4)
+    finally:
+        trainer.recipe = saved
+
+
+def test_tower_steps_belong_to_stages(tmp_path):
+    from vseam.organism.recipe import Recipe, preset
+    from vseam.organism.train import Trainer
+
+    with pytest.raises(ValueError, match="tower_steps: set it in a stage"):
+        preset("v2", tower_steps=100)
+    with pytest.raises(ValueError, match="tower_steps: set it in a stage"):
+        Trainer(Recipe(tower_steps=100), tmp_path, progress=False)
+
+
 @pytest.mark.parametrize("stages, words", [
     ("[{\"text_heads\": 8}]", "may set only"),
     ("[{\"qa_steps\": 1}]", "shortens"),
     ("[{\"finetune_steps\": 2}, {\"qa_steps\": 9000}]", "frozen-tower steps after end-to-end"),
+    ("[{\"tower_steps\": 5}, {\"qa_steps\": 9000}]", "or a tower retraining"),
+    ("[{\"tower_steps\": 5}, {\"tower_steps\": 4, \"finetune_steps\": 2}]", "shortens"),
     ("[{\"lr\": 0.1}]", "adds no training steps"),
     ("[{\"qa_steps\": \"many\"}]", "expected int"),
     ("{\"qa_steps\": 9000}", "JSON list"),

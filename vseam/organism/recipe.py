@@ -104,14 +104,34 @@ class Recipe:
     #: learning where shapes touch while it is trained on questions (the frozen tower of the fifth round found 28%
     #: of the contact patches; contact questions stayed at 60%)
     finetune_patch_weight: float = 0.0
+    #: tower-only steps (phase 1's loss; the language model untouched) that a stage runs before its end-to-end
+    #: steps, counted over the stages like qa_steps: a stage raising it retrains the tower at `vision_lr` (the
+    #: organism-v2 round: contact answers sat at 80%, the ceiling of what the tower marked). Stages only
+    tower_steps: int = 0
+    #: extra contact-question training scenes (half of them touching) for the tower's loss (`data.contact_scenes`)
+    contact_scenes: int = 0
+    #: share of each tower batch drawn from the scenes where shapes touch: the pool's and the extra ones (0: every
+    #: row from the pool uniformly, as phase 1 always did)
+    contact_share: float = 0.0
+    #: weight of an image-level term in the tower's loss: "do any two shapes touch here?", scored by the log-sum-exp
+    #: over patches of the contact margin. What a yes/no contact answer needs from the tower: with per-patch labels
+    #: alone, single stray patches fired in scenes where nothing touches
+    contact_image_weight: float = 0.0
     #: later stages of the same run, as a JSON list of field overrides, e.g. '[{"qa_steps": 3300,
     #: "subtype_weights": "2,2,1,1,1,2,2"}]': when the recipe's phases end, each stage in turn changes those fields
     #: and trains on from where the last one stopped (more frozen-tower question steps, or more end-to-end ones).
-    #: Only fields of phases 3-4 may change (STAGE_FIELDS). The kept checkpoint is the last stage's best on val
+    #: Only fields of phases 3-4 and of a tower retraining may change (STAGE_FIELDS). A stage that raises
+    #: `tower_steps` retrains the tower first, then takes its end-to-end steps; no frozen-tower steps may follow
+    #: (their cached features are the first tower's). The kept checkpoint is the last stage's best on val
     stages: str = ""
 
     def __post_init__(self) -> None:
         self.stage_overrides()  # a malformed `stages` fails here, naming the stage and field
+
+    def check_runnable(self) -> None:
+        """A recipe to train from (not a stage's merged one): `tower_steps` is a stage's field only."""
+        if self.tower_steps:
+            raise ValueError("recipe field tower_steps: set it in a stage (it retrains the tower between stages)")
 
     def stage_overrides(self) -> list[dict]:
         """The parsed `stages`, checked: known fields of phases 3-4 only, and each stage trains further."""
@@ -134,11 +154,13 @@ class Recipe:
                 if isinstance(value, bool) != (kind is bool) or not isinstance(value, accepted):
                     raise ValueError(f"recipe field stages: stage {k} sets {name} to {value!r}; expected {kind.__name__}")
             cur = dataclasses.replace(prev, **over)
-            if cur.qa_steps < prev.qa_steps or cur.finetune_steps < prev.finetune_steps:
-                raise ValueError(f"recipe field stages: stage {k} shortens a phase (qa_steps / finetune_steps only grow)")
-            if cur.qa_steps > prev.qa_steps and prev.finetune_steps:
-                raise ValueError(f"recipe field stages: stage {k} adds frozen-tower steps after end-to-end ones")
-            if (cur.qa_steps, cur.finetune_steps) == (prev.qa_steps, prev.finetune_steps):
+            if cur.qa_steps < prev.qa_steps or cur.finetune_steps < prev.finetune_steps or cur.tower_steps < prev.tower_steps:
+                raise ValueError(f"recipe field stages: stage {k} shortens a phase "
+                                 "(qa_steps / finetune_steps / tower_steps only grow)")
+            if cur.qa_steps > prev.qa_steps and (prev.finetune_steps or cur.tower_steps):
+                raise ValueError(f"recipe field stages: stage {k} adds frozen-tower steps after end-to-end ones "
+                                 "or a tower retraining")
+            if (cur.qa_steps, cur.finetune_steps, cur.tower_steps) == (prev.qa_steps, prev.finetune_steps, prev.tower_steps):
                 raise ValueError(f"recipe field stages: stage {k} adds no training steps")
             prev = cur
         return stages
@@ -161,13 +183,15 @@ class Recipe:
         return [float(w) for w in self.subtype_weights.split(",")]
 
 
-#: the fields a stage may change: those read by phases 3-4 only (the tower's pre-training, the descriptions, the
-#: training world and the architecture are fixed by then)
+#: the fields a stage may change: those read by phases 3-4 and by a stage's tower retraining (the descriptions,
+#: the training world and the architecture are fixed by then)
 STAGE_FIELDS = frozenset({
     "qa_steps", "finetune_steps", "caption_mix", "batch", "lr", "vision_tower_lr", "clip_norm", "primary_share",
     "eval_every", "target_val_acc", "head_dropout", "head_dropout_start", "head_dropout_rescale",
     "head_dropout_rows", "open_share", "open_start", "open_weight", "subtype_weights", "caption_pairs",
     "caption_locations", "contact_weight", "finetune_patch_weight",
+    # a stage's tower retraining (`tower_steps`) and what it reads
+    "tower_steps", "vision_lr", "vision_batch", "contact_scenes", "contact_share", "contact_image_weight",
 })
 
 #: named recipes. "v1" is the committed checkpoint's (`weights/training.json`): 8 heads per layer, no head dropout,
@@ -187,4 +211,6 @@ COMMITTED_PRESET = "v1"
 def preset(name: str, **overrides) -> Recipe:
     if name not in PRESETS:
         raise ValueError(f"recipe preset {name!r}: choose from {sorted(PRESETS)}")
-    return Recipe(**{**PRESETS[name], **overrides})
+    recipe = Recipe(**{**PRESETS[name], **overrides})
+    recipe.check_runnable()
+    return recipe

@@ -58,6 +58,7 @@ class Trainer:
 
         #: `base` is the recipe as given (what checkpoints and the export record); `recipe` is the one in force,
         #: that of the current stage (`Recipe.stages`)
+        recipe.check_runnable()
         self.base, self.recipe, self.work, self.progress = recipe, recipe.at_stage(0), work, progress
         work.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(recipe.seed)
@@ -77,6 +78,7 @@ class Trainer:
             self.patch_sizes += (grid, grid)
         self.patch_head = torch.nn.Linear(vcfg.hidden_size, sum(self.patch_sizes))
         self.features: torch.Tensor | None = None
+        self._touching: tuple | None = None
         self.state = {"phase": "vision", "step": 0, "best": None, "done": False}
         self.log_path = work / "log.jsonl"
         self._make_optimizers()
@@ -183,11 +185,18 @@ class Trainer:
 
     # ---- phase 1 ---------------------------------------------------------------------------------------------
     def vision_loss(self, idx: np.ndarray) -> tuple[torch.Tensor, float]:
-        pix = self.enc.pixels(self.pool.images[idx])
+        """Phase 1's loss on training scenes `idx` of the pool."""
+        return self.tower_loss(self.pool.images[idx], self.pool.labels[idx])
+
+    def tower_loss(self, images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, float]:
+        """Per-patch cross-entropy of each label kind (contact class weighted by `contact_weight`), plus
+        `contact_image_weight` x the image-level contact term; and the foreground patch accuracy of shape, colour
+        and pattern."""
+        pix = self.enc.pixels(images)
         layer = self.model.config.vision_feature_layer
         feats = self.model.model.vision_tower(pixel_values=pix, output_hidden_states=True).hidden_states[layer][:, 1:]
         logits = self.patch_head(feats)
-        labels = torch.from_numpy(self.pool.labels[idx])  # [B, 6, P]
+        labels = torch.from_numpy(labels)  # [B, 6, P]
         loss, acc = 0.0, []
         for k, part in enumerate(torch.split(logits, self.patch_sizes, dim=-1)):
             y = labels[:, k]
@@ -195,21 +204,51 @@ class Trainer:
             if k == 3 and self.recipe.contact_weight != 1.0:
                 weight = torch.tensor([1.0, self.recipe.contact_weight])
             loss = loss + torch.nn.functional.cross_entropy(part.reshape(-1, part.shape[-1]), y.reshape(-1), weight=weight)
+            if k == 3 and self.recipe.contact_image_weight > 0:
+                touch = torch.logsumexp(part[..., 1] - part[..., 0], dim=1)  # [B]: does anything touch?
+                loss = loss + self.recipe.contact_image_weight * torch.nn.functional.binary_cross_entropy_with_logits(
+                    touch, y.any(1).to(touch.dtype))
             if k < 3:
                 fg = y > 0
                 acc.append(float((part.argmax(-1)[fg] == y[fg]).float().mean()))
         return loss, float(np.mean(acc))
 
-    def run_vision(self) -> None:
+    def _tower_batch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A tower batch: uniform over the pool, or with a share `contact_share` of scenes where shapes touch."""
         r = self.recipe
-        rng = np.random.default_rng([r.seed, 99, self.state["step"]])
-        bar = tqdm(total=r.vision_steps, initial=self.state["step"], desc="phase 1: vision", disable=not self.progress)
-        while self.state["step"] < r.vision_steps:
+        if r.contact_share <= 0:
+            idx = rng.integers(len(self.pool.images), size=r.vision_batch)
+            return self.pool.images[idx], self.pool.labels[idx]
+        images, labels = self.touching_scenes()
+        n_touch = round(r.contact_share * r.vision_batch)
+        t, idx = rng.integers(len(images), size=n_touch), rng.integers(len(self.pool.images), size=r.vision_batch - n_touch)
+        return (np.concatenate([images[t], self.pool.images[idx]]), np.concatenate([labels[t], self.pool.labels[idx]]))
+
+    def touching_scenes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Images and labels of the training scenes where shapes touch: the pool's, plus those of `contact_scenes`
+        more contact-question scenes (drawn past the pool's records)."""
+        r = self.recipe
+        if self._touching is None or self._touching[0] != r.contact_scenes:
+            mine = self.pool.labels[:, 3].any(1)
+            images, labels = self.pool.images[mine], self.pool.labels[mine]
+            if r.contact_scenes:
+                ei, el = D.contact_scenes(r.contact_scenes, r.seed, start=len(self.pool.images), world=r.world,
+                                          progress=self.progress)
+                keep = el[:, 3].any(1)
+                images, labels = np.concatenate([images, ei[keep]]), np.concatenate([labels, el[keep]])
+            self._touching = (r.contact_scenes, images, labels)
+        return self._touching[1], self._touching[2]
+
+    def _train_tower(self, total: int, start: int, rng: np.random.Generator, desc: str, phase: str) -> None:
+        """Tower-only steps (phase 1's loss, `opt_vision` at `vision_lr` with warm-up and cosine decay over
+        steps `start`..`total`) from the state's step up to `total`; resumable at every save."""
+        r = self.recipe
+        bar = tqdm(total=total, initial=self.state["step"], desc=desc, disable=not self.progress)
+        while self.state["step"] < total:
             step = self.state["step"]
             for g in self.opt_vision.param_groups:
-                g["lr"] = r.vision_lr * _lr_factor(step, r.vision_steps, 100)
-            idx = rng.integers(len(self.pool.images), size=r.vision_batch)
-            loss, acc = self.vision_loss(idx)
+                g["lr"] = r.vision_lr * _lr_factor(step - start, total - start, 100)
+            loss, acc = self.tower_loss(*self._tower_batch(rng))
             self.opt_vision.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.model.vision_tower.parameters(), r.clip_norm)
@@ -218,11 +257,25 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", fg_acc=f"{acc:.2f}")
             if (step + 1) % 100 == 0:
-                self.log(phase="vision", step=step + 1, loss=loss.item(), fg_patch_acc=acc)
+                self.log(phase=phase, step=step + 1, loss=loss.item(), fg_patch_acc=acc)
             if (step + 1) % r.eval_every == 0:
                 self.save()
         bar.close()
+
+    def run_vision(self) -> None:
+        r = self.recipe
+        rng = np.random.default_rng([r.seed, 99, self.state["step"]])
+        self._train_tower(r.vision_steps, 0, rng, "phase 1: vision", "vision")
         self.state.update(phase="caption", step=0)
+        self.save()
+
+    def run_tower(self) -> None:
+        """A stage's tower retraining (`tower_steps`), then on to its end-to-end steps where phase 4 stood."""
+        r = self.recipe
+        rng = np.random.default_rng([r.seed, 98, self.state["step"]])
+        self._train_tower(r.tower_steps, self.state["tower_from"], rng, "stage: tower retraining", "tower")
+        self.state.update(phase="finetune", step=self.state.pop("finetune_at"))
+        self.state.pop("tower_from")
         self.save()
 
     # ---- phase 2 ---------------------------------------------------------------------------------------------
@@ -429,11 +482,15 @@ class Trainer:
 
     def next_stage(self) -> None:
         """Start the next stage where the last one stopped: back in phase 3 at its last step if the stage adds
-        frozen-tower steps, else on in phase 4. Selection starts afresh (the stage's own best on val is kept)."""
+        frozen-tower steps, in a tower retraining if it adds tower steps (then on in phase 4), else on in phase 4.
+        Selection starts afresh (the stage's own best on val is kept)."""
         k = self.state.get("stage", 0) + 1
         prev, new = self.recipe, self.base.at_stage(k)
         if new.qa_steps > prev.qa_steps:
             self.state.update(phase="qa", step=prev.qa_steps)
+        elif new.tower_steps > prev.tower_steps:  # back to phase 4 where it stood once the tower is retrained
+            at = self.state["step"] if self.state["phase"] == "finetune" else 0
+            self.state.update(phase="tower", step=prev.tower_steps, tower_from=prev.tower_steps, finetune_at=at)
         self.state.update(stage=k, best=None)
         self._use(new)
         self.log(phase="stage", stage=k, step=self.state["step"], **self.base.stage_overrides()[k - 1])
@@ -448,6 +505,8 @@ class Trainer:
     def _run_phases(self) -> None:
         if self.state["phase"] == "vision":
             self.run_vision()
+        if self.state["phase"] == "tower":
+            self.run_tower()
         if self.state["phase"] == "caption":
             self.run_caption()
         if self.state["phase"] == "qa":
