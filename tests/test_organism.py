@@ -86,9 +86,6 @@ def tiny_trainer(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="organism v2 is not trained yet: the committed v1 weights answer spatial 53% "
-                   "and action 53.5% held-out, and zeroing 8 random heads of 32 costs 10.6 pp on average (worst seed "
-                   "29.7 pp); see the model card. strict: this test turns red once the weights meet both points")
 def test_heads_are_redundant_and_every_subtype_is_learned(capsys):
     """Issue points 1 and 2 on the committed weights, on the 700 held-out `test` questions: every subtype >= 85%,
     and zeroing as many random heads as the demo's paper-exact profiles touch (K = 4 positive + 4 negative)

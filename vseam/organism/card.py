@@ -95,7 +95,47 @@ def evaluate(weights: pathlib.Path, n: int, progress: bool = True) -> dict:
 
 
 NOTES = """\
-## Organism v2 (`--preset v2`): measured so far, not committed
+## Organism v2: what the committed checkpoint meets, and what it does not
+
+The committed weights are organism v2, trained with `--preset v2-staged` (the default): 4 x 16 heads, the
+uniform training world, descriptions that state every pair's relations, zeroing head dropout rising to 0.4,
+end-to-end steps that keep phase 1's patch loss, and, last, the tower retrained on 40,000 more contact-question
+scenes with an image-level contact term. Against the issue (held-out `test` split; tables above):
+
+* **Point 1 (redundant heads): met.** Zeroing 8 random heads of 64 (as many as the demo's paper-exact profiles
+  touch) costs 0.31 pp on average over 5 seeds, 1.29 pp for the worst seed (targets: < 1 and < 2).
+* **Point 2 (every subtype learned): met.** 95.5-100% on each of the 7 subtypes of the 1,400 test questions
+  (action 96.5%, spatial 100%); 94-100% on the first 700, which the removal curve and the demo use.
+* **Point 3 (planted priors): missed.** These weights were trained in the uniform world; no run that carried
+  the priors learned yes/no verification well enough (rounds one to three, below). With 97% accuracy the demo's
+  700 calibration questions hold 12 answered wrongly, not the few hundred per level the issue asks for.
+* **Point 7 (reproduce in 60 minutes): missed.** `python -m vseam.organism.train` replays the whole schedule as
+  one staged run; the checkpoint's training took 215 minutes of one thread (`training.json`). It was trained as
+  a chain of continuations of saved states (L2 -> F2 -> E2 -> E3a -> E4b -> E5 -> R2); a test shows that stages
+  reproduce such continuations bit for bit, but the single command was not re-run end to end here.
+
+Seventh round (this checkpoint). E5's contact answers had levelled off at 80% with its tower at 81% on the
+question "does any patch mark a contact?" (200 val contact questions). More steps on the pool's contact scenes
+alone did not help: the tower learned those ~2,100 scenes by heart (training loss 0.02) and still found under
+half of the touching patches of val scenes. What helped was data: tower-only steps (`tower_steps`) with half of
+each batch from 20,000-40,000 extra contact-question scenes (`contact_scenes`, `contact_share`) and an
+image-level "does anything touch?" term (`contact_image_weight`) raised the tower to 96-97% on that question
+(R1: 4,000 steps, 20,000 scenes; R2: 6,000 steps, 40,000 scenes). 600 more end-to-end steps then gave, on val,
+action 95% for both and 97.3% / 98.1% overall; 8 random heads cost 0.34 / 0.20 pp (worst seed 1.29 / 0.71).
+R2 was kept on those val numbers; on test it scores 97.4% with the removal curve in the table above (R1 on
+test: 96.4%, action 91%, 8 heads -0.63 pp with worst seed -2.29). Single-head costs of R1 on val are all at
+most 1.14 pp (head 0.0, colour and material).
+
+Through the demo (`make demo`, 4.4 minutes): original 97.06% on the 700 test questions, and rescaling equals it,
+because the significance guard kept alpha = 0 for every level (K = 1; 8 / 1 / 3 wrong answers among the
+attribute / object / relation calibration inputs). The paper-exact profiles (K = 4, alpha = 1) scored 97.22%
+(+0.16 pp, n.s.), w/o positive 95.22%. shapes-POPE 82.5% on every split (precision 100%, recall 65%, yes-ratio
+32.5%: the uniform world never asked POPE's "... in the image?" wording); shapes-COCO-QA colour 100%, object
+96.6%, location 91.7%. **The paper's claim (rescaling > original, p < 0.001) is not shown on this organism**:
+a model this accurate and without planted priors leaves a profile almost nothing to fix. Point 3 is what the
+claim needs next.
+
+## Organism v2, rounds one to six (`--preset v2` and its continuations)
 
 The issue asks for a redundant organism that learns all 7 subtypes (>= 85% each), carries planted priors and
 answers open-ended questions. Two v2 runs were trained here. The first (phases 1-2 once, then phase-3 variants from the same
@@ -248,7 +288,7 @@ phase-2 checkpoint; 1,500 description and 1,500 question steps; 4 x 16 heads of 
 * **Time.** Phases 1-2 took 11 + 30 minutes and phase 3 41 minutes on one thread each with another training
   job on the second core: about 83 minutes, over the 60-minute budget.
 
-## What worked, what did not (v1, the committed checkpoint)
+## What worked, what did not (v1, the first organism)
 
 Measured here while building the recipe (train accuracy is an EMA over batches of 32; val = split `val`):
 
@@ -366,6 +406,8 @@ def write_card(res: dict, weights: pathlib.Path, removal: dict | None = None, ov
            f"subtype weights {rec.get('subtype_weights')}",
            f"* head dropout {rec.get('head_dropout')}: each language-model head's output is zeroed with that "
            "probability per row in phases 2-3 (the redundancy a real VLM has)"] if rec.get("open_share") else []),
+        *([f"* then {len(json.loads(rec['stages']))} stages, each continuing where the last stopped and changing "
+           "these fields: " + "; ".join(json.dumps(st) for st in json.loads(rec["stages"]))] if rec.get("stages") else []),
         f"* kept: the best validation checkpoint, {sel.get('phase')} step {sel.get('step')}, validation yes/no "
         f"accuracy {(sel.get('overall') or 0) * 100:.1f}%"
         + (f", open-ended {(sel.get('open_overall') or 0) * 100:.1f}%" if sel.get("open") else "")
@@ -396,7 +438,7 @@ def write_card(res: dict, weights: pathlib.Path, removal: dict | None = None, ov
         *(["## Planted flaws (training distribution only; every held-out split is balanced)", "",
            *priors_lines(), ""] if rec.get("world") == "v2" else
           ["## Planted flaws", "",
-           "None: this checkpoint was trained on the uniform v1 training world (`--preset v1`); the priors of "
+           "None: this checkpoint was trained on the uniform v1 training world (recipe field `world`); the priors of "
            "`calibrate/datasets/shapes/priors.py` belong to the v2 recipe. The split below is a control.", ""]),
         *([f"Held-out colour and presence questions (split `{res['split']}`): "
            + "; ".join(f"{k}: {100 * v['accuracy']:.1f}% of {v['n']}" for k, v in res["priors"].items()
