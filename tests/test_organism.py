@@ -623,6 +623,20 @@ def test_a_stage_can_retrain_the_tower_on_touching_scenes_then_train_on_end_to_e
     assert (t.state["phase"], t.state["step"]) == ("finetune", 4)
 
 
+def test_a_touching_share_without_touching_scenes_is_refused_naming_the_field(tiny_trainer):
+    trainer, recipe, _ = tiny_trainer
+    saved, saved_touching, labels = trainer.recipe, trainer._touching, trainer.pool.labels
+    try:
+        trainer.recipe = dataclasses.replace(recipe, contact_share=0.5, contact_scenes=0)
+        trainer._touching = None
+        trainer.pool.labels = labels.copy()
+        trainer.pool.labels[:, 3] = 0  # a pool where nothing touches
+        with pytest.raises(ValueError, match="contact_share = 0.5: no training scene has shapes that touch"):
+            trainer._tower_batch(np.random.default_rng(0))
+    finally:
+        trainer.recipe, trainer._touching, trainer.pool.labels = saved, saved_touching, labels
+
+
 def test_the_image_level_contact_term_adds_its_weighted_log_loss(tiny_trainer):
     """`contact_image_weight` w adds w x the binary cross-entropy of "some pair touches" (log-sum-exp over patches
     of the contact logit margin) to the tower's per-patch loss; at 0 the loss is the per-patch one."""

@@ -222,6 +222,9 @@ class Trainer:
             idx = rng.integers(len(self.pool.images), size=r.vision_batch)
             return self.pool.images[idx], self.pool.labels[idx]
         images, labels = self.touching_scenes()
+        if not len(images):
+            raise ValueError(f"recipe field contact_share = {r.contact_share}: no training scene has shapes that "
+                             f"touch (pool of {len(self.pool.images)}); set contact_scenes to add some")
         n_touch = round(r.contact_share * r.vision_batch)
         t, idx = rng.integers(len(images), size=n_touch), rng.integers(len(self.pool.images), size=r.vision_batch - n_touch)
         return (np.concatenate([images[t], self.pool.images[idx]]), np.concatenate([labels[t], self.pool.labels[idx]]))
