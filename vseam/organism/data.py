@@ -153,8 +153,7 @@ WORLDS = ("v1", "v2")
 def build_pool(n: int, seed: int, cache_dir: pathlib.Path | None = None, progress: bool = True,
                world: str = "v2") -> Pool:
     """Generate (or load from cache) `n` training scenes of split "train" in training world `world`."""
-    if world not in WORLDS:
-        raise ValueError(f"training world {world!r}: choose from {WORLDS}")
+    _check_world(world)
     from vseam.calibrate.datasets.shapes.priors import TRAIN_PRIORS
 
     blob = f"{shapes.fingerprint()}-{n}-{seed}-{PATCH_MIN_PIXELS}-v2-open-location-rowcol"
@@ -162,9 +161,7 @@ def build_pool(n: int, seed: int, cache_dir: pathlib.Path | None = None, progres
         blob += json.dumps(TRAIN_PRIORS.describe(), sort_keys=True)
     else:
         blob += "-world-v1"
-    key = hashlib.sha256(blob.encode()).hexdigest()[:12]
-    cache_dir = pathlib.Path(cache_dir or shapes.default_images_dir().parent / "organism")
-    path = cache_dir / f"pool-{key}.npz"
+    path = _cache_file("pool", blob, cache_dir)
     if path.exists():
         return Pool.load(path)
     qindex: dict[str, int] = {}
@@ -181,7 +178,7 @@ def build_pool(n: int, seed: int, cache_dir: pathlib.Path | None = None, progres
     facts = []
     sub_ix = {s: i for i, s in enumerate(SUBTYPES)}
     for i in tqdm(range(n), desc="training scenes", disable=not progress, mininterval=2):
-        scene, q = shapes.generate("train", i, seed, **({} if world == "v2" else {"priors": None}))
+        scene, q = _train_record(i, seed, world)
         images[i] = shapes.render(scene)
         labels.append(patch_labels(scene, 8))
         facts.append(json.dumps(scene_facts(scene)))
@@ -219,9 +216,25 @@ def build_pool(n: int, seed: int, cache_dir: pathlib.Path | None = None, progres
         open_type=np.asarray(ot, np.int8),
         answers=sorted(aindex, key=aindex.get),
     )
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     pool.save(path)
     return pool
+
+
+def _check_world(world: str) -> None:
+    if world not in WORLDS:
+        raise ValueError(f"training world {world!r}: choose from {WORLDS}")
+
+
+def _train_record(index: int, seed: int, world: str):
+    """Record `index` of split "train" as training world `world` draws it (v1: without the priors)."""
+    return shapes.generate("train", index, seed, **({} if world == "v2" else {"priors": None}))
+
+
+def _cache_file(kind: str, blob: str, cache_dir: pathlib.Path | None) -> pathlib.Path:
+    """Where training data of `kind` described by `blob` is cached (the key changes whenever the blob does)."""
+    key = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return pathlib.Path(cache_dir or shapes.default_images_dir().parent / "organism") / f"{kind}-{key}.npz"
 
 
 def contact_scenes(n: int, seed: int, start: int, world: str = "v2", cache_dir: pathlib.Path | None = None,
@@ -231,26 +244,23 @@ def contact_scenes(n: int, seed: int, start: int, world: str = "v2", cache_dir: 
     touch). The tower's contact labels need many such scenes: the pool has about one touching pair in 14 scenes,
     and the tower learned those by heart (training loss 0.02) while finding under half the touching patches of
     val scenes. Cached like the pool."""
-    if world not in WORLDS:
-        raise ValueError(f"training world {world!r}: choose from {WORLDS}")
+    _check_world(world)
     every = len(SUBTYPES)
     first = start + (SUBTYPES.index("action") - start) % every  # generator records cycle through the subtypes
-    blob = f"{shapes.fingerprint()}-{n}-{seed}-{first}-{PATCH_MIN_PIXELS}-{world}-contact"
-    key = hashlib.sha256(blob.encode()).hexdigest()[:12]
-    cache_dir = pathlib.Path(cache_dir or shapes.default_images_dir().parent / "organism")
-    path = cache_dir / f"contact-{key}.npz"
+    path = _cache_file("contact", f"{shapes.fingerprint()}-{n}-{seed}-{first}-{PATCH_MIN_PIXELS}-{world}-contact",
+                       cache_dir)
     if path.exists():
         with np.load(path) as z:
             return z["images"], z["labels"]
     images = np.zeros((n, shapes.SIZE, shapes.SIZE, 3), np.uint8)
     labels = []
     for k in tqdm(range(n), desc="contact scenes", disable=not progress, mininterval=2):
-        scene, q = shapes.generate("train", first + k * every, seed, **({} if world == "v2" else {"priors": None}))
+        scene, q = _train_record(first + k * every, seed, world)
         assert q.subtype == "action", q
         images[k] = shapes.render(scene)
         labels.append(patch_labels(scene, 8))
     labels = np.stack(labels) if labels else np.zeros((0, 6, (shapes.SIZE // 8) ** 2), np.int64)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_with(path, lambda fh: np.savez(fh, images=images, labels=labels))
     return images, labels
 
