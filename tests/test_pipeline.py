@@ -122,7 +122,21 @@ def test_atp_screen_with_exact_refine(planted_dir, triples_file, tmp_path):
     assert (out / "profiles" / "gqa-attribute-color.json").exists()  # --per-subtype (Table 13)
 
 
-def test_killed_run_resumes_to_byte_identical_profiles(planted_dir, triples_file, tmp_path):
+@pytest.fixture
+def one_thread():
+    """Torch on one thread in this process, restored afterwards. Byte identity is a claim about the same
+    arithmetic: with several threads a matmul's reduction may be split differently in another process (the thread
+    count left by an earlier test in this one, or MKL's dynamic threading under load), which can change a score's
+    last digit. The killed run's subprocess is started with one thread too."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_killed_run_resumes_to_byte_identical_profiles(planted_dir, triples_file, tmp_path, one_thread):
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     opts = ("--patching", "0", "--batch", "1", "--attribute-on", "clean+edited")  # 12 questions, 24 inputs
     assert main(calibrate_argv(planted_dir, triples_file, ref, *opts)) == 0
@@ -132,7 +146,7 @@ def test_killed_run_resumes_to_byte_identical_profiles(planted_dir, triples_file
 
     argv = [sys.executable, "-m", "vseam.calibrate.cli",
             *calibrate_argv(planted_dir, triples_file, killed, *opts)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = killed / "attribution-exact.jsonl"
     deadline = time.time() + 120
