@@ -265,12 +265,36 @@ def contact_scenes(n: int, seed: int, start: int, world: str = "v2", cache_dir: 
     return images, labels
 
 
-class Sampler:
-    """Balanced batches: subtype uniform, answer uniform; a share from the generator's own questions."""
+def misleading(pool: Pool) -> tuple[np.ndarray, np.ndarray]:
+    """Which of the pool's questions are "no" questions that the training priors answer "yes" (`Priors.says_yes`):
+    bool flags of the generator questions [N] and of every answerable question [E]."""
+    from vseam.calibrate.datasets.shapes.priors import TRAIN_PRIORS
 
-    def __init__(self, pool: Pool, primary_share: float, seed: int, subtype_weights: Sequence[float] | None = None):
+    present = [{o[2] for o in json.loads(f)["objects"]} for f in pool.facts]
+
+    def flags(scenes: np.ndarray, qs: np.ndarray, yes: np.ndarray, subtype: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(qs), bool)
+        for r in np.where(~yes)[0]:
+            out[r] = TRAIN_PRIORS.says_yes(SUBTYPES[subtype[r]], pool.questions[qs[r]], present[scenes[r]])
+        return out
+
+    return (flags(np.arange(len(pool.primary_q)), pool.primary_q, pool.primary_yes, pool.primary_subtype),
+            flags(pool.extra_scene, pool.extra_q, pool.extra_yes, pool.extra_subtype))
+
+
+class Sampler:
+    """Balanced batches: subtype uniform, answer uniform; a share from the generator's own questions.
+
+    With `prior_labels` > 0, a drawn "no" question that the training priors answer "yes" (`misleading`) is labelled
+    "yes" with that probability: annotations that follow the priors, as a captioner's or annotator's expectations
+    do in a real VLM's training data (the flaw the organism is meant to carry; held-out labels stay true)."""
+
+    def __init__(self, pool: Pool, primary_share: float, seed: int, subtype_weights: Sequence[float] | None = None,
+                 prior_labels: float = 0.0):
         self.pool = pool
         self.primary_share = primary_share
+        self._misled: tuple[np.ndarray, np.ndarray] | None = None
+        self.set_prior_labels(prior_labels)
         self.set_weights(subtype_weights)
         self.open_by_type = [np.where(pool.open_type == t)[0] for t in range(len(OPEN_TYPES))]
         self.rng = np.random.default_rng([seed, 4242])
@@ -287,8 +311,16 @@ class Sampler:
         self.subtype_p = w / w.sum()
         self.uniform = bool(np.all(w == w[0]))
 
+    def set_prior_labels(self, share: float) -> None:
+        """Label a misleading "no" question "yes" with probability `share` from the next draw on (0: true labels)."""
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"prior_labels {share}: expected a probability in [0, 1]")
+        self.prior_labels = share
+        if share > 0 and self._misled is None:
+            self._misled = misleading(self.pool)
+
     def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(scene indices, question indices, yes flags)."""
+        """(scene indices, question indices, yes flags: the training labels)."""
         scenes, qs, ys = [], [], []
         p = self.pool
         for _ in range(batch):
@@ -299,11 +331,17 @@ class Sampler:
             yes = bool(self.rng.integers(2))
             if self.rng.random() < self.primary_share and len(self.primary[s, yes]):
                 i = int(self.rng.choice(self.primary[s, yes]))
-                scenes.append(i), qs.append(int(p.primary_q[i])), ys.append(yes)
+                scenes.append(i), qs.append(int(p.primary_q[i])), ys.append(yes or self._follows_prior(0, i))
             else:
                 j = int(self.rng.choice(self.extra[s, yes]))
-                scenes.append(int(p.extra_scene[j])), qs.append(int(p.extra_q[j])), ys.append(yes)
+                scenes.append(int(p.extra_scene[j])), qs.append(int(p.extra_q[j])), ys.append(yes or self._follows_prior(1, j))
         return np.asarray(scenes), np.asarray(qs), np.asarray(ys)
+
+    def _follows_prior(self, kind: int, row: int) -> bool:
+        """Whether this "no" row is labelled as the prior answers it (draws only for misleading rows)."""
+        if self.prior_labels <= 0 or not self._misled[kind][row]:
+            return False
+        return bool(self.rng.random() < self.prior_labels)
 
     def sample_open(self, batch: int) -> tuple[np.ndarray, list[int], list[str]]:
         """(scene indices, question indices, answer words) of open-ended questions, type uniform."""

@@ -117,6 +117,15 @@ class Recipe:
     #: over patches of the contact margin. What a yes/no contact answer needs from the tower: with per-patch labels
     #: alone, single stray patches fired in scenes where nothing touches
     contact_image_weight: float = 0.0
+    #: training rows follow the priors: a drawn "no" question that the training priors answer "yes" (an absent
+    #: shape whose usual partner is present, a shape's typical colour named of an object of another colour) is
+    #: labelled "yes" with this probability (`data.Sampler`). The planted flaw of a real VLM's annotations; the
+    #: held-out splits keep true labels. 0: every label true
+    prior_labels: float = 0.0
+    #: start from an exported checkpoint (a directory in the llava-hf layout, e.g. the committed weights) instead of
+    #: training phases 1-3: the run begins at phase 4, step 0, with those weights (same `text_heads`). The
+    #: checkpoint holds no per-patch head, so phase 1's loss (`finetune_patch_weight`, `tower_steps`) is refused
+    init_from: str = ""
     #: later stages of the same run, as a JSON list of field overrides, e.g. '[{"qa_steps": 3300,
     #: "subtype_weights": "2,2,1,1,1,2,2"}]': when the recipe's phases end, each stage in turn changes those fields
     #: and trains on from where the last one stopped (more frozen-tower question steps, or more end-to-end ones).
@@ -132,6 +141,17 @@ class Recipe:
         """A recipe to train from (not a stage's merged one): `tower_steps` is a stage's field only."""
         if self.tower_steps:
             raise ValueError("recipe field tower_steps: set it in a stage (it retrains the tower between stages)")
+        if self.init_from:
+            for k in range(len(self.stage_overrides()) + 1):
+                r = self.at_stage(k)
+                if r.finetune_patch_weight > 0 or r.tower_steps > 0:
+                    where = "the recipe" if k == 0 else f"stage {k}"
+                    raise ValueError(f"recipe field init_from: {where} trains phase 1's per-patch loss "
+                                     "(finetune_patch_weight / tower_steps), whose head an exported checkpoint "
+                                     "does not hold; set them to 0")
+                if r.finetune_steps <= 0:
+                    raise ValueError(f"recipe field init_from: {'the recipe' if k == 0 else f'stage {k}'} has no "
+                                     "end-to-end steps (finetune_steps), the only phase a run from a checkpoint trains")
 
     def stage_overrides(self) -> list[dict]:
         """The parsed `stages`, checked: known fields of phases 3-4 only, and each stage trains further."""
@@ -189,7 +209,7 @@ STAGE_FIELDS = frozenset({
     "qa_steps", "finetune_steps", "caption_mix", "batch", "lr", "vision_tower_lr", "clip_norm", "primary_share",
     "eval_every", "target_val_acc", "head_dropout", "head_dropout_start", "head_dropout_rescale",
     "head_dropout_rows", "open_share", "open_start", "open_weight", "subtype_weights", "caption_pairs",
-    "caption_locations", "contact_weight", "finetune_patch_weight",
+    "caption_locations", "contact_weight", "finetune_patch_weight", "prior_labels",
     # a stage's tower retraining (`tower_steps`) and what it reads
     "tower_steps", "vision_lr", "vision_batch", "contact_scenes", "contact_share", "contact_image_weight",
 })

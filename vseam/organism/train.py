@@ -72,7 +72,8 @@ class Trainer:
         self.enc = D.Encoder(self.processor)
         self.pool = D.build_pool(recipe.train_scenes, recipe.seed, progress=progress, world=recipe.world)
         self.val = D.eval_set("val", recipe.val_size, recipe.seed)
-        self.sampler = D.Sampler(self.pool, recipe.primary_share, recipe.seed, recipe.weights())
+        self.sampler = D.Sampler(self.pool, recipe.primary_share, recipe.seed, recipe.weights(),
+                                 prior_labels=self.recipe.prior_labels)
         vcfg = self.model.config.vision_config
         grid = vcfg.image_size // vcfg.patch_size
         self.patch_sizes = (len(D.PATCH_SHAPES), len(D.PATCH_COLORS), len(D.PATCH_TEXTURES), 2)
@@ -82,12 +83,28 @@ class Trainer:
         self.features: torch.Tensor | None = None
         self._touching: tuple | None = None
         self.state = {"phase": "vision", "step": 0, "best": None, "done": False}
+        if recipe.init_from:
+            self._load_init(pathlib.Path(recipe.init_from))
+            self.state["phase"] = "finetune"
         self.log_path = work / "log.jsonl"
         self._make_optimizers()
         self._resume()
         if self.state.get("stage", 0):
             self._use(self.base.at_stage(self.state["stage"]))
         self._clock = time.time()
+
+    def _load_init(self, path: pathlib.Path) -> None:
+        """Take the weights of the exported checkpoint `path` (recipe field init_from)."""
+        from transformers import LlavaForConditionalGeneration
+
+        if not (path / "config.json").is_file():
+            raise ValueError(f"recipe field init_from: {path} is not an exported checkpoint (no config.json)")
+        loaded = LlavaForConditionalGeneration.from_pretrained(path, torch_dtype=torch.float32)
+        try:
+            self.model.load_state_dict(loaded.state_dict())
+        except RuntimeError as e:
+            raise ValueError(f"recipe field init_from: {path} does not fit this recipe's architecture "
+                             f"(text_heads={self.spec.text_heads}): {str(e).splitlines()[0]}") from None
 
     def _head_dropout_hooks(self) -> None:
         """Zero each head's output (the o_proj input slice) with probability `head_dropout`, in a share
@@ -482,6 +499,7 @@ class Trainer:
         self.recipe = recipe
         self.sampler.set_weights(recipe.weights())
         self.sampler.primary_share = recipe.primary_share
+        self.sampler.set_prior_labels(recipe.prior_labels)
         tower, rest = self.opt_qa.param_groups
         tower["base_lr"], rest["base_lr"] = recipe.vision_tower_lr, recipe.lr
 
@@ -548,6 +566,9 @@ def export(trainer: Trainer, out: pathlib.Path) -> dict:
         "world_fingerprint": D.shapes.fingerprint(),
         "torch": torch.__version__,
     }
+    if trainer.base.init_from:  # the lineage: what the starting checkpoint was trained with
+        init_meta = pathlib.Path(trainer.base.init_from) / "training.json"
+        meta["init"] = json.loads(init_meta.read_text()) if init_meta.is_file() else None
     D.json_dump(meta, out / "training.json")
     return meta
 

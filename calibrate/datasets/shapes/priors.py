@@ -15,6 +15,8 @@ import dataclasses
 
 import numpy as np
 
+from vseam.calibrate.datasets.shapes.world import SHAPE_GROUPS
+
 
 @dataclasses.dataclass(frozen=True)
 class Priors:
@@ -59,8 +61,21 @@ class Priors:
             return None
         return typical
 
+    def says_yes(self, subtype: str, question: str, present: set[str]) -> bool:
+        """Whether the priors alone answer "yes", for a scene holding the shapes `present`: "Is there a square
+        ...?" when the square's usual partner is present (co-occurrence, POPE's adversarial case), "Is the circle
+        red?" when red is the circle's typical colour. Asked of a question whose true answer is "no", True marks
+        the flaw: a model that over-uses the prior says "yes" to it."""
+        words = question.rstrip("?").split()
+        if subtype == "color" and len(words) == 4 and words[:2] == ["Is", "the"]:
+            return self.typical_color.get(words[2]) == words[3]
+        if subtype in SHAPE_GROUPS and words[:2] == ["Is", "there"] and len(words) > 3:
+            return self.partners.get(words[3]) in present
+        return False
+
     def describe(self) -> dict:
         return dataclasses.asdict(self)
+
 
 
 #: the training world's biases (documented in the organism's model card). Partners cross the presence groups so a
