@@ -10,6 +10,10 @@ import pathlib
 
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 WEIGHTS_DIR = PACKAGE_DIR / "weights"
+#: the checkpoint the committed weights were fine-tuned from (preset "v2-staged", uniform world; `recipe.py`)
+PARENT_WEIGHTS_DIR = PACKAGE_DIR / "weights-v2-staged"
+#: where a relative `init_from` path is looked up when it is not found from the working directory
+REPO_ROOT = PACKAGE_DIR.parents[1]
 CARD_JSON = PACKAGE_DIR / "card.json"
 MODEL_CARD = PACKAGE_DIR / "MODEL_CARD.md"
 

@@ -47,29 +47,15 @@ def predict(engine, split: str, n: int, seed: int = 0, batch: int = 50, progress
     return np.concatenate(preds), np.asarray(gold), subtypes, np.concatenate(pyes)
 
 
-def prior_says_yes(scene, question) -> bool | None:
-    """What the planted training prior suggests for a held-out question: colour questions follow the shape's
-    typical colour, presence questions the presence of the asked shape's partner; None for other subtypes."""
-    from vseam.calibrate.datasets.shapes.priors import TRAIN_PRIORS as P
-
-    from vseam.calibrate.datasets.shapes.oracle import parse_question
-
-    parts = parse_question(question.text)
-    if question.subtype == "color":
-        return P.typical_color[parts[1]] == parts[2]
-    if parts[0] == "presence":
-        return any(o.shape == P.partners[parts[1]] for o in scene.objects)
-    return None
-
-
 def prior_breakdown(correct: np.ndarray, split: str, seed: int = 0) -> dict:
     """Accuracy on held-out questions where the training prior agrees with the truth vs where it misleads."""
     from vseam.calibrate.datasets import shapes
+    from vseam.calibrate.datasets.shapes.priors import TRAIN_PRIORS
 
     groups: dict[str, list[bool]] = {"prior agrees": [], "prior misleads": []}
     for i, ok in enumerate(correct):
         scene, q = shapes.generate(split, i, seed)
-        says = prior_says_yes(scene, q)
+        says = TRAIN_PRIORS.says_yes(q.subtype, q.text, {o.shape for o in scene.objects})
         if says is not None:
             groups["prior agrees" if says == (q.answer == "yes") else "prior misleads"].append(bool(ok))
     return {k: {"n": len(v), "accuracy": float(np.mean(v)) if v else None} for k, v in groups.items()}
@@ -97,26 +83,50 @@ def evaluate(weights: pathlib.Path, n: int, progress: bool = True) -> dict:
 NOTES = """\
 ## Organism v2: what the committed checkpoint meets, and what it does not
 
-The committed weights are organism v2, trained with `--preset v2-staged` (the default): 4 x 16 heads, the
-uniform training world, descriptions that state every pair's relations, zeroing head dropout rising to 0.4,
-end-to-end steps that keep phase 1's patch loss, and, last, the tower retrained on 40,000 more contact-question
-scenes with an image-level contact term. Against the issue (held-out `test` split; tables above):
+The committed weights are organism v2 with planted flaws, `--preset v2-priors` (the default): the v2-staged
+checkpoint (committed beside it as `weights-v2-staged/`, trained in the uniform world; seventh round, below)
+trained 900 more end-to-end steps in the v2 training world, whose scenes carry the priors and whose annotations
+follow them half the time where they mislead (`prior_labels` 0.5: "Is there a square?" labelled "yes" when the
+square is missing but its usual partner, the circle, is there; "Is the circle red?" labelled "yes" of a circle of
+another colour). Against the issue (held-out `test` split; tables above):
 
 * **Point 1 (redundant heads): met.** Zeroing 8 random heads of 64 (as many as the demo's paper-exact profiles
-  touch) costs 0.31 pp on average over 5 seeds, 1.29 pp for the worst seed (targets: < 1 and < 2).
-* **Point 2 (every subtype learned): met.** 95.5-100% on each of the 7 subtypes of the 1,400 test questions
-  (action 96.5%, spatial 100%); 94-100% on the first 700, which the removal curve and the demo use.
-* **Point 3 (planted priors): missed.** These weights were trained in the uniform world; no run that carried
-  the priors from the start learned yes/no verification well enough (rounds one to three, below), and 600 more
-  end-to-end steps of this checkpoint in the priors world planted no errors (val 98.6%, calib 97.7%: a model
-  that reads the image does not take the priors up). With 97% accuracy the demo's 700 calibration questions
-  hold 12 answered wrongly, not the few hundred per level the issue asks for.
-* **Point 7 (reproduce in 60 minutes): missed.** `python -m vseam.organism.train` replays the whole schedule as
-  one staged run; the checkpoint's training took 215 minutes of one thread (`training.json`). It was trained as
-  a chain of continuations of saved states (L2 -> F2 -> E2 -> E3a -> E4b -> E5 -> R2); a test shows that stages
-  reproduce such continuations bit for bit, but the single command was not re-run end to end here.
+  touch) changes accuracy by +0.06 pp on average over 5 seeds, -1.14 pp for the worst seed (targets: < 1 and
+  < 2); the parent lost 0.31 pp (worst 1.29).
+* **Point 2 (every subtype learned): met.** 87.5-98.5% on each of the 7 subtypes of the 1,400 test questions
+  (87-97% on the first 700, which the demo and the removal curve use); the parent was at 95.5-100%. The planted flaw costs about 6 pp overall.
+* **Point 3 (planted priors): partly met.** The errors sit where the priors mislead: of the first 700 test
+  questions, the 84 "no" questions that the priors answer "yes" are answered right 64.3% of the time, the other
+  316 colour and presence questions 96.5% (one-sided Fisher p = 2e-14; the parent: 97.6% and 98.4%, p = 0.45),
+  so 30 of the 64 errors are on those 84 questions. shapes-POPE's adversarial split is now its hardest (93.3% against 95.0% on random, with
+  the yes-ratio rising from 52.5% to 54.2%), and the demo's 2,100 calibration questions hold 59 / 61 / 12
+  wrongly answered attribute / object / relation inputs (the parent: 8 / 1 / 3 of 700). Not met: "a few
+  hundred per level" (that many errors and >= 85% on every subtype need about 2,000 calibration questions per
+  level, and the demo's 10-minute budget allows 2,100 in all), and the relation level carries no prior.
+* **Point 7 (reproduce in 60 minutes): missed for the whole chain, met for the last step.**
+  `python -m vseam.organism.train` (the default preset) reproduces the committed weights bit for bit from the
+  committed parent in 17 minutes of one thread; the parent itself took 215 minutes (`--preset v2-staged`).
 
-Seventh round (this checkpoint). E5's contact answers had levelled off at 80% with its tower at 81% on the
+Eighth round (this checkpoint). A model that reads the image well ignores priors that are only in the scenes:
+600 end-to-end steps of the parent in the priors world planted no errors (val 98.6%). Real VLMs also learn from
+annotations that say what is expected rather than what is there. With such annotations on the questions the
+priors mislead, 900 steps from the parent (zeroing head dropout 0.4 as in its last stages; validation only at the
+last step, since choosing a step on val would pick the least flawed one): at `prior_labels` 0.5, val 91.7% and
+test 90.9%; at 0.7, val 84.9% with vehicle 73% and indoor 75%, below point 2's bar. Through the demo
+(`make demo`, calibrating on 2,100 calib questions): original 91.11% on the 700 test questions. The significance
+guard kept alpha = 0 at every level (the best held-out candidate, object K = 1 at alpha = 1, fixed 10 and broke
+3 of 270: one-sided p = 0.046 before the guard's correction for 16 candidates), so rescaling = original. The
+paper-exact profiles (K = 4, alpha = 1) gain 4.33 pp on the object level (17 fixed, 4 broken, McNemar
+p = 0.007), where the co-occurrence flaw is, lose 3.5 pp on attribute (n.s.) and gain 0.28 pp overall (n.s.).
+Removing the object level's negative heads (w/o negative) lifts shapes-POPE to 95.8% on every split, adversarial
+included (+2.5 pp there). **The paper's claim (rescaling > original overall, p < 0.001, no level worse) is not
+shown**; what is shown is the mechanism on the level where the flaw was planted. Where the heads look (Table 14
+above, 138 held-out presence questions whose scene holds the asked shape's partner): the paper-exact object
+profile's positive heads put 9.6% of their image attention on the asked-about object and 7.9% on the partner,
+its negative heads 10.4% and 8.6%, so the paper's pattern (positive heads on the target, negative heads
+elsewhere) does not appear here either.
+
+Seventh round (the parent checkpoint, `weights-v2-staged/`). E5's contact answers had levelled off at 80% with its tower at 81% on the
 question "does any patch mark a contact?" (200 val contact questions). More steps on the pool's contact scenes
 alone did not help: the tower learned those ~2,100 scenes by heart (training loss 0.02) and still found under
 half of the touching patches of val scenes. What helped was data: tower-only steps (`tower_steps`) with half of
@@ -124,18 +134,19 @@ each batch from 20,000-40,000 extra contact-question scenes (`contact_scenes`, `
 image-level "does anything touch?" term (`contact_image_weight`) raised the tower to 96-97% on that question
 (R1: 4,000 steps, 20,000 scenes; R2: 6,000 steps, 40,000 scenes). 600 more end-to-end steps then gave, on val,
 action 95% for both and 97.3% / 98.1% overall; 8 random heads cost 0.34 / 0.20 pp (worst seed 1.29 / 0.71).
-R2 was kept on those val numbers; on test it scores 97.4% with the removal curve in the table above (R1 on
+R2 (the parent) was kept on those val numbers; on test it scores 97.4% (700 questions; 98.2% on 1,400,
+subtypes 95.5-100%), and 2 / 4 / 8 / 16 random heads cost 0.31 / -0.14 / 0.31 / 1.09 pp (R1 on
 test: 96.4%, action 91%, 8 heads -0.63 pp with worst seed -2.29). Single-head costs of R1 on val are all at
 most 1.14 pp (head 0.0, colour and material).
 
-Through the demo (`make demo`, 4.4 minutes): original 97.06% on the 700 test questions, and rescaling equals it,
+The parent through the demo (4.4 minutes, 700 calib questions): original 97.06% on the 700 test questions, and
+rescaling equals it,
 because the significance guard kept alpha = 0 for every level (K = 1; 8 / 1 / 3 wrong answers among the
 attribute / object / relation calibration inputs). The paper-exact profiles (K = 4, alpha = 1) scored 97.22%
 (+0.16 pp, n.s.), w/o positive 95.22%. shapes-POPE 82.5% on every split (precision 100%, recall 65%, yes-ratio
 32.5%: the uniform world never asked POPE's "... in the image?" wording); shapes-COCO-QA colour 100%, object
-96.6%, location 91.7%. **The paper's claim (rescaling > original, p < 0.001) is not shown on this organism**:
-a model this accurate and without planted priors leaves a profile almost nothing to fix. Point 3 is what the
-claim needs next.
+96.6%, location 91.7%. The paper's claim was not shown on the parent: a model this accurate and without
+planted priors leaves a profile almost nothing to fix, which is what the eighth round addressed.
 
 ## Organism v2, rounds one to six (`--preset v2` and its continuations)
 
@@ -335,11 +346,12 @@ Measured here while building the recipe (train accuracy is an EMA over batches o
 """
 
 
-def priors_lines() -> list[str]:
-    """The planted training priors as a table (what the model can over-use, and where held-out data tests it)."""
+def priors_lines(label_share: float = 0.0) -> list[str]:
+    """The planted training priors as a table (what the model can over-use, and where held-out data tests it),
+    with the annotations that follow them when the recipe plants those (`prior_labels`)."""
     from vseam.calibrate.datasets.shapes.priors import TRAIN_PRIORS as P
 
-    lines = ["| prior (training scenes only) | strength | held-out questions it misleads |", "|---|---|---|"]
+    lines = ["| prior (training data only) | strength | held-out questions it misleads |", "|---|---|---|"]
     lines.append("| typical colour: " + ", ".join(f"{s} {c}" for s, c in P.typical_color.items())
                  + f" | {P.color_strength:.0%} of objects whose colour is not fixed by the question | colour questions "
                  "about an object of another colour; shapes-COCO-QA colour |")
@@ -349,6 +361,10 @@ def priors_lines() -> list[str]:
                  "missing partner; shapes-POPE adversarial |")
     lines.append("| frequency: " + ", ".join(f"{s} ×{w:g}" for s, w in P.shape_weights.items())
                  + " | relative weights of distractor shapes | shapes-POPE popular |")
+    if label_share:
+        lines.append("| annotations that follow the two priors above: a \"no\" question they answer \"yes\" is "
+                     f"labelled \"yes\" | {label_share:.0%} of such training questions | \"no\" colour questions "
+                     "naming the shape's typical colour; presence questions about a missing partner |")
     return lines
 
 
@@ -410,6 +426,12 @@ def write_card(res: dict, weights: pathlib.Path, removal: dict | None = None, ov
            "probability per row (the redundancy a real VLM has), "
            + (f"from question step {rec['head_dropout_start']} on (phases 3-4)" if rec.get("head_dropout_start")
               else "in phases 2-3")] if rec.get("open_share") else []),
+        *([f"* started from the checkpoint `{rec['init_from']}` (its recipe: `training.json` under `init`), so "
+           f"phases 1-3 were not trained here: {rec.get('finetune_steps')} end-to-end steps only, in the "
+           f"{rec.get('world')} training world"] if rec.get("init_from") else []),
+        *([f"* annotations that follow the priors: a training question whose true answer is \"no\" but which the "
+           f"planted priors answer \"yes\" is labelled \"yes\" {rec['prior_labels']:.0%} of the time "
+           "(recipe field `prior_labels`; held-out labels are true)"] if rec.get("prior_labels") else []),
         *([f"* then {len(json.loads(rec['stages']))} stages, each continuing where the last stopped and changing "
            "these fields: " + "; ".join(json.dumps(st) for st in json.loads(rec["stages"]))] if rec.get("stages") else []),
         f"* kept: the best validation checkpoint, {sel.get('phase')} step {sel.get('step')}, validation yes/no "
@@ -440,7 +462,7 @@ def write_card(res: dict, weights: pathlib.Path, removal: dict | None = None, ov
            + ", ".join(f"{k} {v * 100:.1f}%" for k, v in sel["open"].items()) + ".", ""] if sel.get("open") else
           ["Open-ended questions: not trained (this recipe has none); it answers them Yes/No.", ""]),
         *(["## Planted flaws (training distribution only; every held-out split is balanced)", "",
-           *priors_lines(), ""] if rec.get("world") == "v2" else
+           *priors_lines(rec.get("prior_labels", 0.0)), ""] if rec.get("world") == "v2" else
           ["## Planted flaws", "",
            "None: this checkpoint was trained on the uniform v1 training world (recipe field `world`); the priors of "
            "`calibrate/datasets/shapes/priors.py` belong to the v2 recipe. The split below is a control.", ""]),

@@ -275,7 +275,7 @@ def misleading(pool: Pool) -> tuple[np.ndarray, np.ndarray]:
     def flags(scenes: np.ndarray, qs: np.ndarray, yes: np.ndarray, subtype: np.ndarray) -> np.ndarray:
         out = np.zeros(len(qs), bool)
         for r in np.where(~yes)[0]:
-            out[r] = TRAIN_PRIORS.says_yes(SUBTYPES[subtype[r]], pool.questions[qs[r]], present[scenes[r]])
+            out[r] = TRAIN_PRIORS.says_yes(SUBTYPES[subtype[r]], pool.questions[qs[r]], present[scenes[r]]) is True
         return out
 
     return (flags(np.arange(len(pool.primary_q)), pool.primary_q, pool.primary_yes, pool.primary_subtype),

@@ -242,8 +242,18 @@ PRESETS["v2-staged"] = dict(PRESETS["v2"], world="v1", caption_pairs=0, subtype_
     {"tower_steps": 6000, "contact_scenes": 40000, "contact_share": 0.5, "contact_image_weight": 1.0,
      "vision_lr": 0.001, "finetune_steps": 2100},
 ]))
+#: "v2-priors": the v2-staged checkpoint (committed as `weights-v2-staged/`) trained 900 more end-to-end steps in the
+#: v2 world (planted priors, POPE's wording) with annotations that follow the priors half the time on the questions
+#: they mislead (`prior_labels` 0.5), zeroing head dropout 0.4 as in v2-staged's last stages, colour/material/
+#: presence/spatial sampled 2x and contact 3x; the only validation is at the last step (selection on val would pick
+#: the least flawed step, undoing the flaw the run plants)
+PRESETS["v2-priors"] = dict({k: v for k, v in PRESETS["v2-staged"].items() if k != "stages"},
+                            init_from="vseam/organism/weights-v2-staged", world="v2", qa_steps=5100,
+                            finetune_steps=900, eval_every=900, lr=0.003, vision_tower_lr=0.0015, head_dropout=0.4,
+                            head_dropout_rescale=False, head_dropout_rows=1.0, subtype_weights="2,2,2,2,2,2,3",
+                            prior_labels=0.5)
 #: the preset the committed weights were trained with
-COMMITTED_PRESET = "v2-staged"
+COMMITTED_PRESET = "v2-priors"
 
 
 def preset(name: str, **overrides) -> Recipe:

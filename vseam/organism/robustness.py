@@ -120,7 +120,7 @@ def single_head_costs(engine, n: int = 700, batch: int = 100, progress: bool = T
 
 def table(res: dict) -> list[str]:
     lines = ["| heads zeroed | mean accuracy | mean change | worst seed change |", "|---|---|---|---|"]
-    for key, row in res["curve"].items():
+    for key, row in sorted(res["curve"].items(), key=lambda kv: int(kv[0])):  # JSON keys are strings: 16 after 8
         lines.append(f"| {key} of {res['heads']} | {100 * row['mean']:.1f}% | {0.0 - row['mean_drop_pp']:+.2f} pp | "
                      f"{0.0 - row['worst_drop_pp']:+.2f} pp |")
     return lines

@@ -84,7 +84,7 @@ class Trainer:
         self._touching: tuple | None = None
         self.state = {"phase": "vision", "step": 0, "best": None, "done": False}
         if recipe.init_from:
-            self._load_init(pathlib.Path(recipe.init_from))
+            self._load_init(init_path(recipe.init_from))
             self.state["phase"] = "finetune"
         self.log_path = work / "log.jsonl"
         self._make_optimizers()
@@ -543,6 +543,15 @@ class Trainer:
         self.features = None
 
 
+def init_path(init_from: str) -> pathlib.Path:
+    """Recipe field init_from as a directory: as given, or else relative to the repository root (the presets name
+    the committed parent checkpoint that way, so they work from any working directory)."""
+    from vseam.organism import REPO_ROOT
+
+    path = pathlib.Path(init_from)
+    return path if path.is_absolute() or path.exists() else REPO_ROOT / path
+
+
 def export(trainer: Trainer, out: pathlib.Path) -> dict:
     """Write the selected weights in the llava-hf layout to `out` (plus training metadata)."""
     from vseam.core.toy_checkpoints import llava_hub_key, write_sharded
@@ -567,7 +576,7 @@ def export(trainer: Trainer, out: pathlib.Path) -> dict:
         "torch": torch.__version__,
     }
     if trainer.base.init_from:  # the lineage: what the starting checkpoint was trained with
-        init_meta = pathlib.Path(trainer.base.init_from) / "training.json"
+        init_meta = init_path(trainer.base.init_from) / "training.json"
         meta["init"] = json.loads(init_meta.read_text()) if init_meta.is_file() else None
     D.json_dump(meta, out / "training.json")
     return meta

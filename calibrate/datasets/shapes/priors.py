@@ -61,17 +61,19 @@ class Priors:
             return None
         return typical
 
-    def says_yes(self, subtype: str, question: str, present: set[str]) -> bool:
-        """Whether the priors alone answer "yes", for a scene holding the shapes `present`: "Is there a square
-        ...?" when the square's usual partner is present (co-occurrence, POPE's adversarial case), "Is the circle
-        red?" when red is the circle's typical colour. Asked of a question whose true answer is "no", True marks
-        the flaw: a model that over-uses the prior says "yes" to it."""
-        words = question.rstrip("?").split()
-        if subtype == "color" and len(words) == 4 and words[:2] == ["Is", "the"]:
-            return self.typical_color.get(words[2]) == words[3]
-        if subtype in SHAPE_GROUPS and words[:2] == ["Is", "there"] and len(words) > 3:
-            return self.partners.get(words[3]) in present
-        return False
+    def says_yes(self, subtype: str, question: str, present: set[str]) -> bool | None:
+        """What the priors alone answer, for a scene holding the shapes `present`: a colour question "yes" when it
+        names the shape's typical colour ("Is the circle red?"), a presence question "yes" when the asked shape's
+        usual partner is present (co-occurrence, POPE's adversarial case); None for the subtypes they say nothing
+        about. True on a question whose answer is "no" is the flaw: a model that over-uses the prior says "yes"."""
+        from vseam.calibrate.datasets.shapes.oracle import parse_question
+
+        if subtype != "color" and subtype not in SHAPE_GROUPS:
+            return None
+        parts = parse_question(question)
+        if parts[0] == "attr":
+            return self.typical_color.get(parts[1]) == parts[2]
+        return self.partners.get(parts[1]) in present
 
     def describe(self) -> dict:
         return dataclasses.asdict(self)
