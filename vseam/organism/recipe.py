@@ -7,6 +7,7 @@ import dataclasses
 import json
 
 from vseam.core.toy_checkpoints import ToySpec
+from vseam.organism import PARENT_WEIGHTS_DIR, REPO_ROOT
 
 #: A LLaVA-1.5-layout model: CLIP ViT (64 px, 8-px patches -> 64 image tokens, 3 layers of which the first 2
 #: feed the projector, as vision_feature_layer=-2 does in LLaVA), 2-layer GELU projector, Llama LM with
@@ -142,6 +143,9 @@ class Recipe:
         if self.tower_steps:
             raise ValueError("recipe field tower_steps: set it in a stage (it retrains the tower between stages)")
         if self.init_from:
+            if self.finetune_steps <= 0:  # stages only add steps, so the recipe's own count is the one to check
+                raise ValueError("recipe field init_from: the recipe has no end-to-end steps (finetune_steps), the "
+                                 "only phase a run from a checkpoint trains")
             for k in range(len(self.stage_overrides()) + 1):
                 r = self.at_stage(k)
                 if r.finetune_patch_weight > 0 or r.tower_steps > 0:
@@ -149,9 +153,6 @@ class Recipe:
                     raise ValueError(f"recipe field init_from: {where} trains phase 1's per-patch loss "
                                      "(finetune_patch_weight / tower_steps), whose head an exported checkpoint "
                                      "does not hold; set them to 0")
-                if r.finetune_steps <= 0:
-                    raise ValueError(f"recipe field init_from: {'the recipe' if k == 0 else f'stage {k}'} has no "
-                                     "end-to-end steps (finetune_steps), the only phase a run from a checkpoint trains")
 
     def stage_overrides(self) -> list[dict]:
         """The parsed `stages`, checked: known fields of phases 3-4 only, and each stage trains further."""
@@ -248,7 +249,7 @@ PRESETS["v2-staged"] = dict(PRESETS["v2"], world="v1", caption_pairs=0, subtype_
 #: presence/spatial sampled 2x and contact 3x; the only validation is at the last step (selection on val would pick
 #: the least flawed step, undoing the flaw the run plants)
 PRESETS["v2-priors"] = dict({k: v for k, v in PRESETS["v2-staged"].items() if k != "stages"},
-                            init_from="vseam/organism/weights-v2-staged", world="v2", qa_steps=5100,
+                            init_from=str(PARENT_WEIGHTS_DIR.relative_to(REPO_ROOT)), world="v2", qa_steps=5100,
                             finetune_steps=900, eval_every=900, lr=0.003, vision_tower_lr=0.0015, head_dropout=0.4,
                             head_dropout_rescale=False, head_dropout_rows=1.0, subtype_weights="2,2,2,2,2,2,3",
                             prior_labels=0.5)

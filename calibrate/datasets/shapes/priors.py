@@ -79,7 +79,6 @@ class Priors:
         return dataclasses.asdict(self)
 
 
-
 #: the training world's biases (documented in the organism's model card). Partners cross the presence groups so a
 #: presence question's same-group distractor never carries the prior.
 TRAIN_PRIORS = Priors(
