@@ -118,6 +118,14 @@ class HeadAttributor:
                 by_layer[l].append(int(h))
         return {l: sorted(hs) for l, hs in sorted(by_layer.items())}
 
+    def baseline(self, images: Sequence[Image.Image], questions: Sequence[str], answers: Sequence[str]) -> Baseline:
+        """The unedited model's answer on each input (one plain forward per `max_rows` inputs), no head scored."""
+        answers = _check_answers(answers)
+        logits = [self.engine.next_token_logprobs(self.encode(images[i : i + self.max_rows],
+                                                              questions[i : i + self.max_rows]))
+                  for i in range(0, len(images), self.max_rows)]
+        return self._baseline_from_logits(torch.cat(logits), answers)  # log-probs are valid logits
+
     # ---- the reference: one ablation per forward ------------------------------------------------------------------
     def naive(
         self,
@@ -325,6 +333,24 @@ def attribute_units(
         n_units, inputs = todo[index]
         record(inputs, base, delta)
         bar.update(n_units)
+    bar.close()
+
+
+def predict_units(attributor: HeadAttributor, units: Sequence[Unit], log: DoneLog, chunk: int) -> None:
+    """The unedited model's answer on every input of `units` into `log` (one row per input: prediction, P(y),
+    correct), in fixed chunks of `chunk` units so that a resumed run batches as an uninterrupted one."""
+    bar = _progress(len(units), "answer every calibration question")
+    for start in range(0, len(units), chunk):
+        inputs = [inp for unit in units[start : start + chunk] for inp in unit]
+        if not all(inp.key in log for inp in inputs):
+            base = attributor.baseline([load_image(i.image, f"input {i.key}") for i in inputs],
+                                       [i.question for i in inputs], [i.answer for i in inputs])
+            for i, inp in enumerate(inputs):
+                if inp.key not in log:
+                    log.append({"key": inp.key, "question": inp.question_key, "subtype": inp.subtype,
+                                "answer": inp.answer, "p": float(base.p[i]), "pred": base.preds[i],
+                                "correct": bool(base.correct[i])})
+        bar.update(len(units[start : start + chunk]))
     bar.close()
 
 

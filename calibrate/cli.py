@@ -105,10 +105,18 @@ def add_calibrate_arguments(p: argparse.ArgumentParser) -> None:
                         "K = -k and α = 1 (the paper)")
     g.add_argument("--k-grid", type=_ints, default=DEFAULT_K_GRID, metavar="K,K,...",
                    help=f"--select-on: the K values tried (default {','.join(map(str, DEFAULT_K_GRID))})")
+    g.add_argument("--select-only", type=lambda t: tuple(x.strip() for x in t.split(",") if x.strip()), default=(),
+                   metavar="GROUP,...",
+                   help="--select-on: choose K and α only for these profile groups (e.g. attribute,object,relation); "
+                        "the others keep K = -k and α = 1 (default: every group)")
     g.add_argument("--select-significance", type=float, default=0.05, metavar="P",
                    help="--select-on: keep the best (K, α) only if it beats the unedited model on the held-out "
                         "questions (exact one-sided McNemar, level P / candidates tried); else α = 0 (default "
                         "0.05; 1 = plain argmax)")
+    g.add_argument("--max-correct", type=int, metavar="N",
+                   help="Eq 7 on a budget: answer every calibration question once, then attribute all the "
+                        "incorrectly answered ones and a seeded sample of at most N correctly answered ones per "
+                        "subtype (Eq 7's means are unbiased under the sample); default: attribute every question")
     g.add_argument(
         "--method", default="auto", choices=METHODS,
         help=f"head attribution: exact engine, AtP screen (+ --refine), naive loop; auto = exact up to "
@@ -165,7 +173,8 @@ def calibrate_config(args) -> CalibrateConfig:
         patching=max(0, args.patching), name_prefix=args.name_prefix or args.dataset, per_subtype=args.per_subtype,
         attribute_on=args.attribute_on, aggregate=args.aggregate, select_on=args.select_on,
         k_grid=tuple(args.k_grid) if args.select_on is not None else (),
-        select_significance=args.select_significance,
+        select_significance=args.select_significance, max_correct=args.max_correct,
+        select_only=tuple(args.select_only),
     )
     return CalibrateConfig(
         model=args.model, dataset=dataset_spec(args, fraction=None), edit=edit_spec(args, vision_model=None),

@@ -18,6 +18,7 @@ from typing import Any
 from vseam.calibrate.inputs import DEFAULT_AGGREGATE, DEFAULT_SPLIT
 from vseam.core.defaults import AUTO_EXACT_MAX_HEADS, DEFAULT_BATCH, DEFAULT_K, DEFAULT_K_GRID
 from vseam.core.errors import UserError
+from vseam.core.vocab import ALL, SEMANTIC_LEVELS, SUBTYPE_LEVEL
 
 EDITOR_CHOICES = ("auto", "recolor", "remove", "mirror", "diffusion", "render")
 METHODS = ("auto", "exact", "atp", "naive")
@@ -118,6 +119,11 @@ class Stage2Config:
     #: --select-on: the level at which the chosen (K, α) must beat α = 0 on the held-out questions (Bonferroni over
     #: the candidates); 1 keeps the plain argmax
     select_significance: float = 0.05
+    #: attribute every incorrectly answered question and at most this many correctly answered ones per subtype
+    #: (a seeded sample after one unedited forward pass over all of them); None: every question
+    max_correct: int | None = None
+    #: --select-on: choose K and α only for these profile groups (empty: every group); the others keep K = k, α = 1
+    select_only: tuple[str, ...] = ()
 
     #: the fields written to the run directory's config.json (a resumed run must match them)
     KEYS = ("method", "refine", "k", "fraction", "seed", "batch", "patching", "name_prefix", "per_subtype",
@@ -139,6 +145,18 @@ class Stage2Config:
             raise UserError(f"--select-on must be in (0, 1), got {self.select_on}")
         if not 0 < self.select_significance <= 1:
             raise UserError(f"--select-significance must be in (0, 1], got {self.select_significance}")
+        if self.max_correct is not None and self.max_correct < 1:
+            raise UserError(f"--max-correct must be >= 1, got {self.max_correct}")
+        if self.select_only and self.select_on is None:
+            raise UserError("--select-only names the groups --select-on chooses K and α for; pass --select-on F")
+        for group in self.select_only:
+            level, _, subtype = group.partition("/")
+            if level not in (*SEMANTIC_LEVELS, ALL) or (subtype and (level == ALL or SUBTYPE_LEVEL.get(subtype) != level)):
+                raise UserError(f"--select-only {group}: not a profile group; choose from "
+                                f"{', '.join((*SEMANTIC_LEVELS, ALL))} or <level>/<subtype>")
+        if self.max_correct is not None and self.attribute_on == "eq4-pairs":
+            raise UserError("--max-correct samples the questions the model answers right; with --attribute-on "
+                            "eq4-pairs every edited image counts as wrong, so nothing would be sampled")
 
     def resolved_method(self, num_heads_total: int) -> str:
         if self.method != "auto":
@@ -151,6 +169,10 @@ class Stage2Config:
     def to_json(self) -> dict:
         out = {k: getattr(self, k) for k in self.KEYS}
         out["k_grid"] = list(self.k_grid)
+        if self.max_correct is not None:  # only when set: run dirs made before the option resume unchanged
+            out["max_correct"] = self.max_correct
+        if self.select_only:
+            out["select_only"] = list(self.select_only)
         return out
 
 

@@ -129,5 +129,25 @@ def subsample(items: Sequence, fraction: float, seed: int) -> list:
     return [t for i, t in enumerate(items) if i in keep]
 
 
+def sample_correct(units: Sequence[Unit], correct: dict[str, bool], max_correct: int, seed: int) -> list[Unit]:
+    """`--max-correct N`: every unit with an incorrectly answered input, and a seeded sample of at most N of each
+    subtype's units whose inputs are all answered correctly; the units keep their order. `correct`: input key ->
+    whether the unedited model answers it right. Eq 7 averages each subset, so sampling D_correct leaves its mean
+    unbiased; D_incorrect is kept whole."""
+    if max_correct < 1:
+        raise UserError(f"--max-correct must be >= 1, got {max_correct}")
+    right: dict[str, list[int]] = {}
+    keep: set[int] = set()
+    for i, unit in enumerate(units):
+        if all(correct[inp.key] for inp in unit):
+            right.setdefault(unit[0].subtype or "-", []).append(i)
+        else:
+            keep.add(i)
+    for n, (subtype, idx) in enumerate(sorted(right.items())):
+        rng = np.random.default_rng([seed, 7001, n])
+        keep.update(idx[int(j)] for j in rng.permutation(len(idx))[:max_correct])
+    return [u for i, u in enumerate(units) if i in keep]
+
+
 __all__ = ["AGGREGATES", "Input", "SPLITS", "SPLIT_NOTES", "Unit", "build_units", "edited_answer", "hold_out",
-           "question_key", "subsample"]
+           "question_key", "sample_correct", "subsample"]

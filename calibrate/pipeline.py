@@ -15,7 +15,9 @@ byte-identical profiles:
     run.json                      creation time (the profiles' `created` is pinned to it)
     stage1/                       stage 1's own resumable outputs (edited images, manifest, triple cache)
     triples.jsonl                 the Eq-4 triples of the attributed questions (patching, logit lens)
-    inputs.jsonl                  the attributed inputs (image, question, target answer), after `--fraction`
+    predictions.jsonl             `--max-correct`: the unedited model's answer on every attributable input
+    inputs.jsonl                  the attributed inputs (image, question, target answer), after `--fraction` and
+                                  `--max-correct`
     held_out.jsonl                `--select-on`: the held-out calibration questions
     attribution-<method>.jsonl    per attributed input: prediction, P(y), Δp for every head (append-only)
     candidates.json               AtP screen: the heads re-scored exactly (`--refine N`)
@@ -51,6 +53,8 @@ from vseam.core.errors import UserError
 from vseam.core.files import atomic_write_json
 
 Say = Callable[[str], None]
+#: `--max-correct`: units per unedited forward chunk (fixed, so that a resumed run batches the same)
+PREDICT_CHUNK = 64
 
 
 def _say(msg: str) -> None:
@@ -240,10 +244,7 @@ def calibration_inputs(config: CalibrateConfig, stage1: Stage1, run: RunDir, say
     units = build_units(cfg.attribute_on, questions, stage1.pairs,
                         [t for t in stage1.triples if question_key(t.record) in kept])
     units = subsample(units, cfg.fraction, cfg.seed)
-    attributed = {u[0].question_key for u in units}
-    triples = [t for t in stage1.triples if question_key(t.record) in attributed]
-    write_jsonl(run.sub("triples.jsonl"), triples)
-    write_jsonl(run.sub("inputs.jsonl"), [dataclasses.asdict(i) for u in units for i in u])
+    triples = write_attributed(run, units, stage1.triples)
     counts = subtype_counts(u[0].subtype for u in units)
     say(f"stage 2 on {len(units)} questions ({sum(len(u) for u in units)} inputs, Eq-7 split {cfg.attribute_on}; "
         f"{len(triples)} Eq-4 triples): " + ", ".join(f"{k}={v}" for k, v in counts.items()))
@@ -255,6 +256,37 @@ def calibration_inputs(config: CalibrateConfig, stage1: Stage1, run: RunDir, say
                 "--no-eq4-filter to debug")
         raise UserError(f"no yes/no calibration questions to attribute ({len(stage1.records)} records loaded)")
     return Attributed(questions, units, held, triples)
+
+
+def write_attributed(run: RunDir, units: Sequence[Unit], triples: Sequence[Triple]) -> list[Triple]:
+    """inputs.jsonl and triples.jsonl of the attributed units (the triples of their questions, returned)."""
+    attributed = {u[0].question_key for u in units}
+    kept = [t for t in triples if question_key(t.record) in attributed]
+    write_jsonl(run.sub("triples.jsonl"), kept)
+    write_jsonl(run.sub("inputs.jsonl"), [dataclasses.asdict(i) for u in units for i in u])
+    return kept
+
+
+def sample_correct_units(config: CalibrateConfig, engine, inputs: Attributed, run: RunDir, say: Say = _say
+                         ) -> Attributed:
+    """`--max-correct N`: answer every attributed question once with the unedited model (predictions.jsonl), then
+    keep every incorrectly answered one and at most N correctly answered ones per subtype."""
+    from vseam.calibrate.attribution import HeadAttributor, predict_units
+    from vseam.calibrate.inputs import sample_correct
+
+    cfg = config.stage2
+    if cfg.max_correct is None:
+        return inputs
+    log = run.log("predictions", key="key")
+    predict_units(HeadAttributor(engine, max_rows=config.max_rows), inputs.units, log, PREDICT_CHUNK)
+    correct = {row["key"]: bool(row["correct"]) for row in log}
+    units = sample_correct(inputs.units, correct, cfg.max_correct, cfg.seed)
+    triples = write_attributed(run, units, inputs.triples)
+    wrong = subtype_counts(u[0].subtype for u in units if not all(correct[i.key] for i in u))
+    say(f"--max-correct {cfg.max_correct}: {len(units)} of {len(inputs.units)} questions attributed, every one "
+        f"answered wrong (" + ", ".join(f"{k}={v}" for k, v in wrong.items()) + ") and at most "
+        f"{cfg.max_correct} answered right per subtype")
+    return Attributed(inputs.questions, units, inputs.held, triples)
 
 
 @dataclasses.dataclass
@@ -358,7 +390,7 @@ def calibrate(config: CalibrateConfig, say: Say = _say) -> pathlib.Path:
     t0 = time.time()
     stage1 = run_stage1(config, run, engine, model_dir, say)
     timings["stage1_s"] = time.time() - t0
-    inputs = calibration_inputs(config, stage1, run, say)
+    inputs = sample_correct_units(config, engine, calibration_inputs(config, stage1, run, say), run, say)
 
     t0 = time.time()
     patch_summaries = {}

@@ -219,8 +219,12 @@ def run_provenance(run: RunDir, cfg: Stage2Config, method_label: str, dataset: s
     """How a calibration run's profiles were made (creation time pinned to the run's, so a resume is identical)."""
     from vseam.calibrate.inputs import SPLIT_NOTES
 
+    notes = SPLIT_NOTES[cfg.attribute_on]
+    if cfg.max_correct is not None:
+        notes += (f" D_correct is a seeded sample of at most {cfg.max_correct} correctly answered questions per "
+                  f"subtype (--max-correct); D_incorrect is every incorrectly answered one.")
     return Provenance.new(method_label, dataset=dataset, fraction=cfg.fraction, seed=cfg.seed, created=run.created,
-                          notes=SPLIT_NOTES[cfg.attribute_on], split=cfg.attribute_on, aggregate=cfg.aggregate)
+                          notes=notes, split=cfg.attribute_on, aggregate=cfg.aggregate)
 
 
 def write_profiles(

@@ -165,6 +165,9 @@ def select_strength(engine, run: RunDir, scores: dict[str, Any], held: Sequence[
     log = run.log("selection", key="key")
     out: dict[str, GridResult] = {}
     for group, (s, subtypes) in scores.items():
+        if cfg.select_only and group not in cfg.select_only:
+            say(f"--select-only: group {group} is not selected for; it keeps K={cfg.k}, α=1")
+            continue
         members = [r for r in held if group in groups_of(r.subtype, cfg.per_subtype)]
         if not members:
             say(f"--select-on: no held-out question in group {group}; it keeps K={cfg.k}, α=1")

@@ -240,3 +240,90 @@ def test_best_never_prefers_a_candidate_below_the_unedited_model():
     assert best(Candidate(0, 0.0, 0.5, 4), [Candidate(1, 0.25, 0.5, 4)]).strength == 0.0
     assert best(Candidate(0, 0.0, 0.4, 4), [Candidate(4, 0.5, 0.5, 4), Candidate(1, 0.5, 0.5, 4),
                                            Candidate(1, 0.25, 0.5, 4)]) == Candidate(1, 0.25, 0.5, 4)
+
+
+def test_max_correct_samples_d_correct_and_keeps_every_wrongly_answered_question(misleading_dir, tmp_path):
+    """`--max-correct N` answers every question once, then attributes all the wrongly answered ones and N right ones
+    per subtype: D_incorrect, and so the negative heads, are those of attributing everything."""
+    questions, _ = write_questions(tmp_path / "q", per_kind=12)  # per subtype: 4 right (red, blue), 2 wrong (yellow)
+    full, sampled = tmp_path / "full", tmp_path / "sampled"
+    assert main(argv(misleading_dir, full, "--questions", str(questions), "-k", "3")) == 0
+    assert main(argv(misleading_dir, sampled, "--questions", str(questions), "-k", "3", "--max-correct", "1")) == 0
+
+    predictions = [json.loads(l) for l in (sampled / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 36 and sum(not r["correct"] for r in predictions) == 12
+    rows = {json.loads(l)["key"]: json.loads(l) for l in (sampled / "attribution-exact.jsonl").read_text().splitlines()}
+    wrong = {k for k, r in rows.items() if not r["correct"]}
+    assert wrong == {f"gqa:yellow{i:03d}:clean" for i in range(12)}
+    right_subtypes = [r["subtype"] for r in rows.values() if r["correct"]]
+    assert sorted(right_subtypes) == sorted(SUBTYPES)  # one right question per subtype
+    full_rows = {json.loads(l)["key"]: json.loads(l) for l in (full / "attribution-exact.jsonl").read_text().splitlines()}
+    for key in wrong:  # the same Δp for every wrongly answered question
+        np.testing.assert_allclose(rows[key]["delta"], full_rows[key]["delta"], atol=1e-6)
+
+    prof, ref = (load_profile(d / "profiles" / "gqa-all.json") for d in (sampled, full))
+    assert (prof.provenance.n_correct, prof.provenance.n_incorrect) == (6, 12)
+    assert (ref.provenance.n_correct, ref.provenance.n_incorrect) == (24, 12)
+    assert [h.key for h in prof.negative] == [h.key for h in ref.negative] and prof.negative[0].key == MISLEADING
+    assert prof.positive[0].key == POSITIVE
+    assert "at most 1 correctly answered questions per subtype" in prof.provenance.notes
+    assert json.loads((sampled / "config.json").read_text())["max_correct"] == 1
+    assert "max_correct" not in json.loads((full / "config.json").read_text())  # older run dirs resume unchanged
+    assert len((sampled / "inputs.jsonl").read_text().splitlines()) == 18
+
+
+def test_sample_correct_keeps_order_every_wrong_unit_and_a_seeded_cap_per_subtype():
+    from vseam.calibrate.inputs import Input, sample_correct
+    from vseam.core.errors import UserError
+
+    units = [[Input(f"q{i}:clean", f"q{i}", "clean", "img", "q?", "yes", "ab"[i % 2])] for i in range(20)]
+    correct = {u[0].key: i % 5 != 0 for i, u in enumerate(units)}  # q0, q5, q10, q15 wrong
+    picked = sample_correct(units, correct, 3, seed=0)
+    keys = [u[0].key for u in picked]
+    assert keys == sorted(keys, key=lambda k: int(k[1:].split(":")[0]))  # original order
+    assert {"q0:clean", "q5:clean", "q10:clean", "q15:clean"} <= set(keys)
+    for subtype in "ab":
+        assert sum(1 for u in picked if u[0].subtype == subtype and correct[u[0].key]) == 3
+    assert picked == sample_correct(units, correct, 3, seed=0)
+    assert any(sample_correct(units, correct, 3, seed=s) != picked for s in range(1, 6))
+    assert sample_correct(units, correct, 100, seed=0) == units  # a cap above the count keeps everything
+    with pytest.raises(UserError, match="--max-correct must be >= 1"):
+        sample_correct(units, correct, 0, seed=0)
+
+
+def test_max_correct_is_refused_with_eq4_pairs():
+    from vseam.calibrate.config import Stage2Config
+    from vseam.core.errors import UserError
+
+    with pytest.raises(UserError, match="--max-correct samples the questions the model answers right"):
+        Stage2Config(attribute_on="eq4-pairs", max_correct=5)
+    with pytest.raises(UserError, match="--max-correct must be >= 1, got 0"):
+        Stage2Config(max_correct=0)
+
+
+def test_select_only_chooses_k_and_strength_for_the_named_groups_only(misleading_dir, tmp_path, capsys):
+    questions, _ = write_questions(tmp_path / "q", per_kind=12)
+    out = tmp_path / "run"
+    assert main(argv(misleading_dir, out, "--questions", str(questions), "--select-on", "0.5", "-k", "3",
+                     "--k-grid", "1,3", "--select-significance", "1", "--select-only", "attribute,object")) == 0
+    rows = [json.loads(l) for l in (out / "selection.jsonl").read_text().splitlines()]
+    assert {r["group"] for r in rows} == {"attribute", "object"}
+    for name in ("gqa-attribute", "gqa-object"):
+        prof = load_profile(out / "profiles" / f"{name}.json")
+        assert prof.provenance.selection is not None and prof.k in (1, 3) and prof.strength in STRENGTHS
+    for name in ("gqa-relation", "gqa-all"):  # not selected for: the paper's K and α = 1
+        prof = load_profile(out / "profiles" / f"{name}.json")
+        assert prof.provenance.selection is None and prof.k == 3 and prof.strength is None
+    assert "group relation is not selected for; it keeps K=3, α=1" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["select_only"] == ["attribute", "object"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--select-only", "object"], "--select-only names the groups --select-on chooses K and α for"),
+    (["--select-on", "0.5", "--select-only", "objects"], "--select-only objects: not a profile group"),
+    (["--select-on", "0.5", "--select-only", "object/color"], "--select-only object/color: not a profile group"),
+])
+def test_select_only_refuses_groups_it_cannot_select(misleading_dir, tmp_path, capsys, extra, message):
+    questions, _ = write_questions(tmp_path / "q", per_kind=2)
+    assert main(argv(misleading_dir, tmp_path / "run", "--questions", str(questions), *extra)) == 1
+    assert message in capsys.readouterr().err
