@@ -1,12 +1,13 @@
 """`make demo`: the whole V-SEAM loop on the bundled model organism, offline, on CPU.
 
-    .venv/bin/python -m vseam.demo [--out runs/demo] [--k 4] [--calib-size 2100] [--test-size 700] [--fresh]
+    .venv/bin/python -m vseam.demo [--out runs/demo] [--k 4] [--calib-size 4900] [--test-size 700] [--fresh]
 
 1. the model organism: a tiny LLaVA-1.5 trained on the synthetic `shapes` world (`vseam/organism/weights`);
 2. calibrate on the world's `calib` split (`calibrate --dataset shapes --select-on F`): exact counterfactual
-   re-renders (stage 1's `render` editor), Eq-4 triples and activation patching; head attribution on every
-   calibration question's clean image (the authors' Eq-7 split); K and the strength α of each level's profile
-   chosen on a held-out part of the calib split; the paper-exact profiles (the fixed `--k`, α = 1) beside them;
+   re-renders (stage 1's `render` editor), Eq-4 triples and activation patching; head attribution on the clean
+   images (the authors' Eq-7 split) of every calibration question the model answers wrong and of at most
+   `--max-correct` right ones per subtype; K and the strength α of each level's profile chosen on a held-out part
+   of the calib split; the paper-exact profiles (the fixed `--k`, α = 1) beside them;
 3. the paper's Table-3 strategies of each level's chosen profile (`vseam eval strategies`);
 4. `vseam serve` with all strategy profiles and the paper-exact profiles loaded (per-request mode);
 5. evaluate through the OpenAI API on the held-out `test` split: original vs w/o negative vs w/o positive vs
@@ -249,9 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--select-on", type=float, default=0.3,
                    help="share of the calib split held out to choose each profile's K and strength α (0: no choice, "
                         "K = --k and α = 1 as in the paper)")
-    p.add_argument("--calib-size", type=int, default=2100,
-                   help="records of the calib split to calibrate on (2,100: about 60 wrongly answered inputs per "
-                        "attribute / object level for the Eq-7 split, against 20 at 700)")
+    p.add_argument("--calib-size", type=int, default=4900,
+                   help="records of the calib split to calibrate on (the most that fits the demo's 10 minutes with "
+                        "--max-correct: a few hundred wrongly answered inputs per attribute / object level for the "
+                        "Eq-7 split, and about 500 held-out questions per level for choosing K and α)")
+    p.add_argument("--max-correct", type=int, default=100,
+                   help="attribute every wrongly answered calib question and at most this many right ones per "
+                        "subtype (calibrate --max-correct; 0: attribute every question)")
     p.add_argument("--test-size", type=int, default=700, help="held-out questions (test split) to evaluate")
     p.add_argument("--patching", type=int, default=16, help="triples to activation-patch (heatmaps)")
     p.add_argument("--bench-images", type=int, default=60,
@@ -292,7 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         calib = out / "calibrate"
         calibrate_step(["--dataset", "shapes", "--data", "calib", "--images", str(images),
                         "--dataset-option", f"size={args.calib_size}", "--model", str(weights), "--out", str(calib),
-                        "--k", str(args.k), *(["--select-on", str(args.select_on)] if args.select_on > 0 else []),
+                        "--k", str(args.k),
+                        *(["--select-on", str(args.select_on), "--select-only", ",".join(SEMANTIC_LEVELS)]
+                          if args.select_on > 0 else []),
+                        *(["--max-correct", str(args.max_correct)] if args.max_correct > 0 else []),
                         "--patching", str(args.patching), "--batch", "8", *args.calibrate_arg])
         profiles = level_profiles(calib / "profiles", calib / "report.md")
         # the paper-exact profiles (fixed K, α = 1) are the served ones themselves when nothing was chosen

@@ -99,13 +99,33 @@ another colour). Against the issue (held-out `test` split; tables above):
   questions, the 84 "no" questions that the priors answer "yes" are answered right 64.3% of the time, the other
   316 colour and presence questions 96.5% (one-sided Fisher p = 2e-14; the parent: 97.6% and 98.4%, p = 0.45),
   so 30 of the 64 errors are on those 84 questions. shapes-POPE's adversarial split is now its hardest (93.3% against 95.0% on random, with
-  the yes-ratio rising from 52.5% to 54.2%), and the demo's 2,100 calibration questions hold 59 / 61 / 12
-  wrongly answered attribute / object / relation inputs (the parent: 8 / 1 / 3 of 700). Not met: "a few
-  hundred per level" (that many errors and >= 85% on every subtype need about 2,000 calibration questions per
-  level, and the demo's 10-minute budget allows 2,100 in all), and the relation level carries no prior.
+  the yes-ratio rising from 52.5% to 54.2%). The demo's 4,900 calibration questions (3,430 not held out) hold
+  111 / 164 / 24 wrongly answered attribute / object / relation inputs, all of which go into Eq 7 (the parent:
+  8 / 1 / 3 of 700). Not met in full: "a few hundred per level" is reached nowhere (the object level comes
+  closest), and the relation level carries no prior.
 * **Point 7 (reproduce in 60 minutes): missed for the whole chain, met for the last step.**
   `python -m vseam.organism.train` (the default preset) reproduces the committed weights bit for bit from the
   committed parent in 17 minutes of one thread; the parent itself took 215 minutes (`--preset v2-staged`).
+
+Ninth round (the same checkpoint; calibration on a budget). With 2,100 calibration questions the significance
+guard had 180-270 held-out questions per level and proved nothing (eighth round, below). `calibrate
+--max-correct N` answers every calibration question once and attributes every wrongly answered one and at most N
+right ones per subtype (Eq 7 averages each subset, so the sample leaves D_correct's mean unbiased), and
+`--select-only` skips choosing for the `all` profile the demo does not serve; in the same 10 minutes the demo
+now calibrates on 4,900 questions (`--max-correct 100`: 999 attributed inputs, 299 of them wrong). The size was
+set by the budget: 5,600 took 10.0 minutes (602 s), 4,900 took 9.3. The guard keeps the object level at K = 10,
+alpha = 1 (held-out object accuracy 90.5% -> 94.3% on 630 questions, p = 2e-5) and alpha = 0 for attribute
+(best K = 4, alpha = 0.5: p = 0.13) and relation. On the 700 test questions: rescaling 92.78% against 91.11%
+(+2.14 pp, 20 fixed, 5 broken, McNemar p = 0.004), object +5.0 pp, attribute and relation unchanged; shapes-POPE
+94.31% -> 96.53% (16 fixed, 0 broken, p = 3e-5; adversarial 93.33% -> 96.67%, yes-ratio 54.2% -> 50.8%). So the
+claim's direction holds with no level worse, but p = 0.004 misses the 0.001 bar on the GQA-style test (it is met
+on shapes-POPE). Test results were also seen for two runs not kept: 6,300 questions without `--max-correct`
+(18 minutes, over budget; +2.14 pp, p = 0.004) and 5,600 (10.0 minutes; +1.86 pp, 19 fixed, 6 broken, p = 0.015);
+the kept size is the budget's, not the better test result. Where the heads look (Table 14 above): the chosen
+object profile's 10 positive heads put 14.6% of their image attention on the asked-about object and 12.9% on the
+partner, its 10 negative heads 9.7% and 9.6%, against 12.9% and 12.0% for the average head: positive heads look
+at the target more than the average head and negative heads look less at both objects (elsewhere, as the paper
+says), but not at the prior's partner in particular; the paper-exact profile (K = 4) shows no such pattern.
 
 Eighth round (this checkpoint). A model that reads the image well ignores priors that are only in the scenes:
 600 end-to-end steps of the parent in the priors world planted no errors (val 98.6%). Real VLMs also learn from
