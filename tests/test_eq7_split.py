@@ -23,7 +23,7 @@ from vseam.calibrate.records import Box, VQARecord, read_jsonl, write_jsonl
 from vseam.calibrate.strength import STRENGTHS, Candidate, best
 from vseam.head_profiles import load_profile
 from planted_heads import DISTRACTOR, MISLEADING, POSITIVE, build_misleading, clean_image, edited_image, yellow_image
-from test_pipeline import make_triples
+from test_pipeline import make_triples, one_thread  # noqa: F401 (one_thread: a fixture)
 
 KINDS = {"red": (clean_image, "yes"), "yellow": (yellow_image, "yes"), "blue": (edited_image, "no")}
 SUBTYPES = ["color", "material", "animal", "vehicle", "spatial", "action"]
@@ -327,3 +327,24 @@ def test_select_only_refuses_groups_it_cannot_select(misleading_dir, tmp_path, c
     questions, _ = write_questions(tmp_path / "q", per_kind=2)
     assert main(argv(misleading_dir, tmp_path / "run", "--questions", str(questions), *extra)) == 1
     assert message in capsys.readouterr().err
+
+
+def test_max_correct_run_cut_short_resumes_to_the_same_profiles(misleading_dir, tmp_path, one_thread):
+    """A run killed while answering the calibration questions (predictions.jsonl cut mid-line, nothing after it
+    written) resumes to byte-identical profiles (on one thread: see `one_thread`)."""
+    import shutil
+
+    questions, _ = write_questions(tmp_path / "q", per_kind=12)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    args = ("--questions", str(questions), "-k", "3", "--max-correct", "2")
+    assert main(argv(misleading_dir, whole, *args)) == 0
+    shutil.copytree(whole, cut)
+    lines = (cut / "predictions.jsonl").read_text().splitlines(keepends=True)
+    (cut / "predictions.jsonl").write_text("".join(lines[:10]) + lines[10][:25])  # a kill mid-append
+    for name in ("attribution-exact.jsonl", "report.json", "report.md"):
+        (cut / name).unlink()
+    shutil.rmtree(cut / "profiles")
+    assert main(argv(misleading_dir, cut, *args)) == 0
+    assert (cut / "predictions.jsonl").read_text() == (whole / "predictions.jsonl").read_text()
+    for path in sorted((whole / "profiles").rglob("*.json")):
+        assert (cut / "profiles" / path.relative_to(whole / "profiles")).read_bytes() == path.read_bytes(), path.name
