@@ -753,6 +753,46 @@ def test_prior_labels_relabel_only_misleading_no_rows(tiny_trainer):
         D.Sampler(pool, 0.5, 0, prior_labels=1.5)
 
 
+def test_the_side_prior_answers_spatial_questions_and_relabels_them_only_when_asked_for(tiny_trainer):
+    from vseam.calibrate.datasets.shapes.oracle import parse_question
+    from vseam.calibrate.datasets.shapes.priors import SIDE_ORDER, TRAIN_PRIORS, training_priors
+    from vseam.organism import data as D
+
+    P = training_priors(sides=True)
+    a, b = SIDE_ORDER[0], SIDE_ORDER[-1]  # the prior puts a left of and above b
+    assert P.says_yes("spatial", f"Is the {a} to the left of the {b}?", {a, b})
+    assert P.says_yes("spatial", f"Is the {a} above the {b}?", {a, b})
+    assert P.says_yes("spatial", f"Is the {a} to the right of the {b}?", {a, b}) is False
+    assert P.says_yes("spatial", f"Is the {b} to the left of the {a}?", {a, b}) is False
+    assert P.says_yes("spatial", f"Is the {b} below the {a}?", {a, b})
+    assert P.says_yes("spatial", f"Is the {a} below the {b}?", {a, b}) is False
+    assert P.says_yes("action", f"Is the {a} touching the {b}?", {a, b}) is None  # no prior on contact
+    assert TRAIN_PRIORS.says_yes("spatial", f"Is the {a} to the left of the {b}?", {a, b}) is None
+    assert P.says_yes("color", "Is the circle red?", {"circle"}) == TRAIN_PRIORS.says_yes("color", "Is the circle red?",
+                                                                                        {"circle"})
+    # the training pool's cache key (`describe`) is what it was before the field existed
+    assert "side_order" not in TRAIN_PRIORS.describe() and tuple(P.describe()["side_order"]) == SIDE_ORDER
+
+    trainer, recipe, _ = tiny_trainer
+    pool = trainer.pool
+    plain, sides = D.misleading(pool), D.misleading(pool, sides=True)
+    spatial = np.array([D.SUBTYPES[t] == "spatial" for t in pool.extra_subtype])
+    assert not (plain[1] & spatial).any() and (sides[1] & spatial).any()  # spatial rows only with the side prior
+    assert np.array_equal(plain[1][~spatial], sides[1][~spatial])  # the other flags are unchanged
+    assert not (sides[1] & pool.extra_yes).any()
+    scenes, qs, ys = D.Sampler(pool, recipe.primary_share, 5, recipe.weights(), prior_labels=1.0,
+                               prior_sides=True).sample(4000)
+    truth = {(int(sc), int(q)): y for sc, q, y in zip(pool.extra_scene, pool.extra_q, pool.extra_yes)}
+    truth.update({(i, int(q)): y for i, (q, y) in enumerate(zip(pool.primary_q, pool.primary_yes))})
+    relabelled = [pool.questions[q] for sc, q, y in zip(scenes.tolist(), qs.tolist(), ys) if y != truth[sc, q]]
+    spatial_relabelled = [t for t in relabelled if any(r in t for r in ("to the left of", "to the right of",
+                                                                         " above ", " below "))]
+    assert spatial_relabelled  # spatial "no" questions are labelled as the side prior answers them
+    for text in spatial_relabelled:
+        _, x, relation, y = parse_question(text)
+        assert P.says_yes("spatial", text, {x, y})
+
+
 def test_a_run_can_start_from_an_exported_checkpoint(tmp_path, tiny_trainer):
     from vseam.organism.recipe import Recipe
     from vseam.organism.train import Trainer, export
@@ -800,7 +840,8 @@ def test_committed_weights_descend_from_the_committed_parent():
     assert meta["init"] == json.loads((PARENT_WEIGHTS_DIR / "training.json").read_text())
     parent, staged = meta["init"]["recipe"], preset("v2-staged").to_json()
     assert {k: staged[k] for k in parent} == parent  # fields added since then keep their defaults there
-    assert {k: staged[k] for k in set(staged) - set(parent)} == {"prior_labels": 0.0, "init_from": ""}
+    added = {k: staged[k] for k in set(staged) - set(parent)}
+    assert added == {"prior_labels": 0.0, "prior_sides": False, "init_from": ""}
 
 
 @pytest.mark.slow
@@ -811,17 +852,19 @@ def test_the_planted_flaw_shows_where_the_priors_mislead(capsys):
     _require_weights()
     from scipy.stats import fisher_exact
 
-    from vseam.calibrate.datasets.shapes.priors import TRAIN_PRIORS
+    from vseam.calibrate.datasets.shapes.priors import training_priors
     from vseam.core.engine import HeadEngine
     from vseam.organism.card import predict
 
+    recipe = json.loads((WEIGHTS_DIR / "training.json").read_text())["recipe"]
+    priors = training_priors(bool(recipe.get("prior_sides")))  # the priors the weights' annotations followed
     torch.set_num_threads(1)
     engine = HeadEngine.from_pretrained(str(WEIGHTS_DIR))
     preds, gold, _, _ = predict(engine, "test", 700, progress=False)
     misled, other = [], []
     for i, ok in enumerate(preds == gold):
         scene, q = S.generate("test", i)
-        says = TRAIN_PRIORS.says_yes(q.subtype, q.text, {o.shape for o in scene.objects})
+        says = priors.says_yes(q.subtype, q.text, {o.shape for o in scene.objects})
         if says is not None:
             (misled if says and q.answer == "no" else other).append(bool(ok))
     table = [[sum(other), len(other) - sum(other)], [sum(misled), len(misled) - sum(misled)]]

@@ -47,15 +47,18 @@ def predict(engine, split: str, n: int, seed: int = 0, batch: int = 50, progress
     return np.concatenate(preds), np.asarray(gold), subtypes, np.concatenate(pyes)
 
 
-def prior_breakdown(correct: np.ndarray, split: str, seed: int = 0) -> dict:
-    """Accuracy on held-out questions where the training prior agrees with the truth vs where it misleads."""
+def prior_breakdown(correct: np.ndarray, split: str, seed: int = 0, sides: bool = False) -> dict:
+    """Accuracy on held-out questions where the training prior agrees with the truth vs where it misleads (with the
+    side prior on spatial questions when the weights were trained with it, `sides`)."""
     from vseam.calibrate.datasets import shapes
-    from vseam.calibrate.datasets.shapes.priors import TRAIN_PRIORS
+    from vseam.calibrate.datasets.shapes.priors import training_priors
+
+    priors = training_priors(sides)
 
     groups: dict[str, list[bool]] = {"prior agrees": [], "prior misleads": []}
     for i, ok in enumerate(correct):
         scene, q = shapes.generate(split, i, seed)
-        says = TRAIN_PRIORS.says_yes(q.subtype, q.text, {o.shape for o in scene.objects})
+        says = priors.says_yes(q.subtype, q.text, {o.shape for o in scene.objects})
         if says is not None:
             groups["prior agrees" if says == (q.answer == "yes") else "prior misleads"].append(bool(ok))
     return {k: {"n": len(v), "accuracy": float(np.mean(v)) if v else None} for k, v in groups.items()}
@@ -76,7 +79,9 @@ def evaluate(weights: pathlib.Path, n: int, progress: bool = True) -> dict:
     res["yes_rate"] = float(pred.mean())
     res["quick"] = {"n": QUICK_N, "accuracy": float(correct[:QUICK_N].mean())}
     res["mean_confidence"] = float(np.mean(np.where(gold, pyes, 1 - pyes)))
-    res["priors"] = prior_breakdown(correct, HELD_OUT_SPLIT)
+    training = weights / "training.json"
+    sides = bool(json.loads(training.read_text()).get("recipe", {}).get("prior_sides")) if training.exists() else False
+    res["priors"] = prior_breakdown(correct, HELD_OUT_SPLIT, sides=sides)
     return res
 
 
@@ -126,6 +131,9 @@ object profile's 10 positive heads put 14.6% of their image attention on the ask
 partner, its 10 negative heads 9.7% and 9.6%, against 12.9% and 12.0% for the average head: positive heads look
 at the target more than the average head and negative heads look less at both objects (elsewhere, as the paper
 says), but not at the prior's partner in particular; the paper-exact profile (K = 4) shows no such pattern.
+A flaw for the relation level was tried and not kept: `--preset v3-sides` (annotations that also follow a
+preferred side, `prior_sides`, trained from the same parent the same way) reached val spatial 99% and relation
+97% at its last step, so it planted no spatial errors; it was judged on val before any demo ran on it.
 
 Eighth round (this checkpoint). A model that reads the image well ignores priors that are only in the scenes:
 600 end-to-end steps of the parent in the priors world planted no errors (val 98.6%). Real VLMs also learn from
@@ -366,7 +374,7 @@ Measured here while building the recipe (train accuracy is an EMA over batches o
 """
 
 
-def priors_lines(label_share: float = 0.0) -> list[str]:
+def priors_lines(label_share: float = 0.0, sides: bool = False) -> list[str]:
     """The planted training priors as a table (what the model can over-use, and where held-out data tests it),
     with the annotations that follow them when the recipe plants those (`prior_labels`)."""
     from vseam.calibrate.datasets.shapes.priors import TRAIN_PRIORS as P
@@ -385,6 +393,12 @@ def priors_lines(label_share: float = 0.0) -> list[str]:
         lines.append("| annotations that follow the two priors above: a \"no\" question they answer \"yes\" is "
                      f"labelled \"yes\" | {label_share:.0%} of such training questions | \"no\" colour questions "
                      "naming the shape's typical colour; presence questions about a missing partner |")
+    if label_share and sides:
+        from vseam.calibrate.datasets.shapes.priors import SIDE_ORDER
+
+        lines.append("| preferred side, in the annotations only: " + " < ".join(SIDE_ORDER) + " (left to right, top to "
+                     f"bottom); a spatial \"no\" question it answers \"yes\" is labelled \"yes\" | {label_share:.0%} of "
+                     "such training questions | spatial questions whose pair sits the other way round |")
     return lines
 
 
@@ -482,7 +496,7 @@ def write_card(res: dict, weights: pathlib.Path, removal: dict | None = None, ov
            + ", ".join(f"{k} {v * 100:.1f}%" for k, v in sel["open"].items()) + ".", ""] if sel.get("open") else
           ["Open-ended questions: not trained (this recipe has none); it answers them Yes/No.", ""]),
         *(["## Planted flaws (training distribution only; every held-out split is balanced)", "",
-           *priors_lines(rec.get("prior_labels", 0.0)), ""] if rec.get("world") == "v2" else
+           *priors_lines(rec.get("prior_labels", 0.0), bool(rec.get("prior_sides"))), ""] if rec.get("world") == "v2" else
           ["## Planted flaws", "",
            "None: this checkpoint was trained on the uniform v1 training world (recipe field `world`); the priors of "
            "`calibrate/datasets/shapes/priors.py` belong to the v2 recipe. The split below is a control.", ""]),

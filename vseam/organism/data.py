@@ -265,17 +265,19 @@ def contact_scenes(n: int, seed: int, start: int, world: str = "v2", cache_dir: 
     return images, labels
 
 
-def misleading(pool: Pool) -> tuple[np.ndarray, np.ndarray]:
-    """Which of the pool's questions are "no" questions that the training priors answer "yes" (`Priors.says_yes`):
-    bool flags of the generator questions [N] and of every answerable question [E]."""
-    from vseam.calibrate.datasets.shapes.priors import TRAIN_PRIORS
+def misleading(pool: Pool, sides: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Which of the pool's questions are "no" questions that the training priors answer "yes" (`Priors.says_yes`;
+    with the side prior when `sides`): bool flags of the generator questions [N] and of every answerable one [E]."""
+    from vseam.calibrate.datasets.shapes.priors import training_priors
+
+    priors = training_priors(sides)
 
     present = [{o[2] for o in json.loads(f)["objects"]} for f in pool.facts]
 
     def flags(scenes: np.ndarray, qs: np.ndarray, yes: np.ndarray, subtype: np.ndarray) -> np.ndarray:
         out = np.zeros(len(qs), bool)
         for r in np.where(~yes)[0]:
-            out[r] = TRAIN_PRIORS.says_yes(SUBTYPES[subtype[r]], pool.questions[qs[r]], present[scenes[r]]) is True
+            out[r] = priors.says_yes(SUBTYPES[subtype[r]], pool.questions[qs[r]], present[scenes[r]]) is True
         return out
 
     return (flags(np.arange(len(pool.primary_q)), pool.primary_q, pool.primary_yes, pool.primary_subtype),
@@ -285,14 +287,15 @@ def misleading(pool: Pool) -> tuple[np.ndarray, np.ndarray]:
 class Sampler:
     """Balanced batches: subtype uniform, answer uniform; a share from the generator's own questions.
 
-    With `prior_labels` > 0, a drawn "no" question that the training priors answer "yes" (`misleading`) is labelled
-    "yes" with that probability: annotations that follow the priors, as a captioner's or annotator's expectations
+    With `prior_labels` > 0, a drawn "no" question that the training priors answer "yes" (`misleading`; with
+    `prior_sides`, the side prior's spatial questions too) is labelled "yes" with that probability: annotations that follow the priors, as a captioner's or annotator's expectations
     do in a real VLM's training data (the flaw the organism is meant to carry; held-out labels stay true)."""
 
     def __init__(self, pool: Pool, primary_share: float, seed: int, subtype_weights: Sequence[float] | None = None,
-                 prior_labels: float = 0.0):
+                 prior_labels: float = 0.0, prior_sides: bool = False):
         self.pool = pool
         self.primary_share = primary_share
+        self.prior_sides = prior_sides
         self._misled: tuple[np.ndarray, np.ndarray] | None = None
         self.set_prior_labels(prior_labels)
         self.set_weights(subtype_weights)
@@ -317,7 +320,7 @@ class Sampler:
             raise ValueError(f"prior_labels {share}: expected a probability in [0, 1]")
         self.prior_labels = share
         if share > 0 and self._misled is None:
-            self._misled = misleading(self.pool)
+            self._misled = misleading(self.pool, self.prior_sides)
 
     def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(scene indices, question indices, yes flags: the training labels)."""

@@ -123,6 +123,9 @@ class Recipe:
     #: labelled "yes" with this probability (`data.Sampler`). The planted flaw of a real VLM's annotations; the
     #: held-out splits keep true labels. 0: every label true
     prior_labels: float = 0.0
+    #: `prior_labels` also follow a preferred side (`priors.SIDE_ORDER`): "Is the circle to the left of the star?"
+    #: labelled "yes" when the circle is to its right (the relation level's planted flaw)
+    prior_sides: bool = False
     #: start from an exported checkpoint (a directory in the llava-hf layout, e.g. the committed weights) instead of
     #: training phases 1-3: the run begins at phase 4, step 0, with those weights (same `text_heads`). The
     #: checkpoint holds no per-patch head, so phase 1's loss (`finetune_patch_weight`, `tower_steps`) is refused
@@ -253,6 +256,11 @@ PRESETS["v2-priors"] = dict({k: v for k, v in PRESETS["v2-staged"].items() if k 
                             finetune_steps=900, eval_every=900, lr=0.003, vision_tower_lr=0.0015, head_dropout=0.4,
                             head_dropout_rescale=False, head_dropout_rows=1.0, subtype_weights="2,2,2,2,2,2,3",
                             prior_labels=0.5)
+#: "v3-sides": v2-priors with a flaw for the relation level as well: the annotations also follow a preferred side
+#: (`prior_sides`), trained the same way from the same parent. Measured (ninth round, not committed): at step 900
+#: val spatial 99% and relation 97%, so the side prior planted no spatial errors (the image tells the side more
+#: easily than the order of six shapes does); overall val 91.0% against v2-priors' 91.7%
+PRESETS["v3-sides"] = dict(PRESETS["v2-priors"], prior_sides=True)
 #: the preset the committed weights were trained with
 COMMITTED_PRESET = "v2-priors"
 

@@ -73,7 +73,7 @@ class Trainer:
         self.pool = D.build_pool(recipe.train_scenes, recipe.seed, progress=progress, world=recipe.world)
         self.val = D.eval_set("val", recipe.val_size, recipe.seed)
         self.sampler = D.Sampler(self.pool, recipe.primary_share, recipe.seed, recipe.weights(),
-                                 prior_labels=self.recipe.prior_labels)
+                                 prior_labels=self.recipe.prior_labels, prior_sides=recipe.prior_sides)
         vcfg = self.model.config.vision_config
         grid = vcfg.image_size // vcfg.patch_size
         self.patch_sizes = (len(D.PATCH_SHAPES), len(D.PATCH_COLORS), len(D.PATCH_TEXTURES), 2)

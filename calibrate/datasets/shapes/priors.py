@@ -34,6 +34,10 @@ class Priors:
     #: typical one) and "no" questions almost never can, so the question text alone gives the answer (P(yes | the
     #: typical colour is asked) ~ 0.9). At 1.0 the question says no more than the scenes do (P = the colour prior).
     counter_prior_questions: float = 1.0
+    #: a preferred side: shapes in the order the prior places them, left to right and top to bottom. It is in the
+    #: training *annotations* only (`prior_labels`, recipe field `prior_sides`), not in the scenes: "Is the circle
+    #: to the left of the star?" is what the prior answers "yes" when the circle comes first. Empty: no side prior
+    side_order: tuple[str, ...] = ()
 
     def color(self, rng: np.random.Generator, shape: str) -> str | None:
         """The prior's colour for a new `shape` object, or None to draw one uniformly."""
@@ -68,6 +72,12 @@ class Priors:
         about. True on a question whose answer is "no" is the flaw: a model that over-uses the prior says "yes"."""
         from vseam.calibrate.datasets.shapes.oracle import parse_question
 
+        if subtype == "spatial" and self.side_order:
+            _, a, relation, b = parse_question(question)
+            if a not in self.side_order or b not in self.side_order:
+                return None
+            first = self.side_order.index(a) < self.side_order.index(b)
+            return first == (relation in ("to the left of", "above"))
         if subtype != "color" and subtype not in SHAPE_GROUPS:
             return None
         parts = parse_question(question)
@@ -76,7 +86,10 @@ class Priors:
         return self.partners.get(parts[1]) in present
 
     def describe(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if not self.side_order:  # absent when unset: the training pool's cache key predates the field
+            out.pop("side_order")
+        return out
 
 
 #: the training world's biases (documented in the organism's model card). Partners cross the presence groups so a
@@ -90,6 +103,15 @@ TRAIN_PRIORS = Priors(
     partner_strength=0.8,
     shape_weights={"circle": 3.0, "square": 2.0, "star": 2.0, "ring": 1.0, "diamond": 1.0, "triangle": 1.0},
 )
+
+
+#: the side prior of recipe field `prior_sides`: partners sit apart, so a partner pair is asked both ways
+SIDE_ORDER = ("circle", "ring", "triangle", "square", "star", "diamond")
+
+
+def training_priors(sides: bool = False) -> Priors:
+    """The training priors the annotations follow: TRAIN_PRIORS, with the side prior when `sides`."""
+    return dataclasses.replace(TRAIN_PRIORS, side_order=SIDE_ORDER) if sides else TRAIN_PRIORS
 
 
 def priors_for(split: str) -> Priors | None:
