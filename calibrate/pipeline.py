@@ -228,6 +228,8 @@ class Attributed:
     units: list[Unit]
     held: list[VQARecord]
     triples: list[Triple]
+    #: `--max-correct`: how many questions the unedited model answered, and which subtypes it got wrong how often
+    answered: dict | None = None
 
 
 def calibration_inputs(config: CalibrateConfig, stage1: Stage1, run: RunDir, say: Say = _say) -> Attributed:
@@ -286,7 +288,8 @@ def sample_correct_units(config: CalibrateConfig, engine, inputs: Attributed, ru
     say(f"--max-correct {cfg.max_correct}: {len(units)} of {len(inputs.units)} questions attributed, every one "
         f"answered wrong (" + ", ".join(f"{k}={v}" for k, v in wrong.items()) + ") and at most "
         f"{cfg.max_correct} answered right per subtype")
-    return Attributed(inputs.questions, units, inputs.held, triples)
+    answered = {"questions": len(inputs.units), "wrong": wrong, "max_correct": cfg.max_correct}
+    return Attributed(inputs.questions, units, inputs.held, triples, answered)
 
 
 @dataclasses.dataclass
@@ -430,6 +433,7 @@ def calibrate(config: CalibrateConfig, say: Say = _say) -> pathlib.Path:
         patching=patch_summaries, overlap=overlap, timings=timings, method=scores.method_label,
         triples_total=len(stage1.triples), split=cfg.attribute_on, aggregate=cfg.aggregate, selection=chosen,
         min_incorrect=MIN_INCORRECT, triple_counts=subtype_counts(t.record.subtype for t in inputs.triples),
+        answered=inputs.answered,
     )
     say(f"wrote {run.path('report.md')}")
     return run.root

@@ -201,6 +201,7 @@ def write_report(
     run, *, model: str, dataset: str, stage1: dict, counts: dict, scores: dict, profiles: Sequence[HeadProfile],
     paths: Sequence[pathlib.Path], patching: dict, overlap: dict, timings: dict, method: str, triples_total: int,
     split: str, aggregate: str, selection: dict | None, min_incorrect: int, triple_counts: dict,
+    answered: dict | None = None,
 ) -> pathlib.Path:
     from vseam.calibrate.patching import MODULES, peaks
 
@@ -213,6 +214,10 @@ def write_report(
         f"- questions attributed: {sum(counts.values())} "
         + "(" + ", ".join(f"{k} {v}" for k, v in counts.items()) + f"); Eq-4 triples among them: "
         f"{sum(triple_counts.values())} (of {triples_total})",
+        *([f"- `--max-correct {answered['max_correct']}`: the unedited model answered {answered['questions']} "
+           f"questions and got {sum(answered['wrong'].values())} wrong ("
+           + ", ".join(f"{k} {v}" for k, v in answered['wrong'].items()) + "); every wrong one and at most "
+           f"{answered['max_correct']} right ones per subtype were attributed"] if answered else []),
         "",
         "## Stage 1",
         "",
@@ -309,5 +314,7 @@ def write_report(
         "patching": patch_json,
         "timings": timings,
     }
+    if answered:
+        doc["answered"] = answered
     (run.root / "report.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     return path

@@ -270,6 +270,10 @@ def test_max_correct_samples_d_correct_and_keeps_every_wrongly_answered_question
     assert json.loads((sampled / "config.json").read_text())["max_correct"] == 1
     assert "max_correct" not in json.loads((full / "config.json").read_text())  # older run dirs resume unchanged
     assert len((sampled / "inputs.jsonl").read_text().splitlines()) == 18
+    report = json.loads((sampled / "report.json").read_text())
+    assert report["answered"] == {"questions": 36, "wrong": {s: 2 for s in sorted(SUBTYPES)}, "max_correct": 1}
+    assert "the unedited model answered 36 questions and got 12 wrong" in (sampled / "report.md").read_text()
+    assert "answered" not in json.loads((full / "report.json").read_text())
 
 
 def test_sample_correct_keeps_order_every_wrong_unit_and_a_seeded_cap_per_subtype():
