@@ -290,6 +290,12 @@ def score_chunk(attributor: HeadAttributor, images, questions, answers, method: 
     return attributor.score(method, images, questions, answers)
 
 
+def _answer_row(inp, base: Baseline, i: int) -> dict:
+    """The log fields of input `inp` (row `i` of `base`): which question, the unedited model's answer and P(y)."""
+    return {"key": inp.key, "question": inp.question_key, "subtype": inp.subtype, "answer": inp.answer,
+            "p": float(base.p[i]), "pred": base.preds[i], "correct": bool(base.correct[i])}
+
+
 def attribute_units(
     attributor: HeadAttributor | None, units: Sequence[Unit], log: DoneLog, method: str, batch: int, desc: str,
     heads: Sequence[tuple[int, int]] | None = None, pool=None,
@@ -313,8 +319,7 @@ def attribute_units(
         for i, inp in enumerate(inputs):
             if inp.key in log:
                 continue
-            item = {"key": inp.key, "question": inp.question_key, "role": inp.role, "subtype": inp.subtype,
-                    "answer": inp.answer, "p": float(base.p[i]), "pred": base.preds[i], "correct": bool(base.correct[i])}
+            item = {**_answer_row(inp, base, i), "role": inp.role}
             if heads is None:
                 item["delta"] = delta[i].tolist()
             else:
@@ -347,9 +352,7 @@ def predict_units(attributor: HeadAttributor, units: Sequence[Unit], log: DoneLo
                                        [i.question for i in inputs], [i.answer for i in inputs])
             for i, inp in enumerate(inputs):
                 if inp.key not in log:
-                    log.append({"key": inp.key, "question": inp.question_key, "subtype": inp.subtype,
-                                "answer": inp.answer, "p": float(base.p[i]), "pred": base.preds[i],
-                                "correct": bool(base.correct[i])})
+                    log.append(_answer_row(inp, base, i))
         bar.update(len(units[start : start + chunk]))
     bar.close()
 

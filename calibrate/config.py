@@ -149,9 +149,12 @@ class Stage2Config:
             raise UserError(f"--max-correct must be >= 1, got {self.max_correct}")
         if self.select_only and self.select_on is None:
             raise UserError("--select-only names the groups --select-on chooses K and α for; pass --select-on F")
+        if self.select_only:
+            from vseam.calibrate.profiles import groups_of
+
+            known = {g for subtype in SUBTYPE_LEVEL for g in groups_of(subtype, per_subtype=True)}
         for group in self.select_only:
-            level, _, subtype = group.partition("/")
-            if level not in (*SEMANTIC_LEVELS, ALL) or (subtype and (level == ALL or SUBTYPE_LEVEL.get(subtype) != level)):
+            if group not in known:
                 raise UserError(f"--select-only {group}: not a profile group; choose from "
                                 f"{', '.join((*SEMANTIC_LEVELS, ALL))} or <level>/<subtype>")
         if self.max_correct is not None and self.attribute_on == "eq4-pairs":

@@ -854,9 +854,9 @@ def test_the_planted_flaw_shows_where_the_priors_mislead(capsys):
 
     from vseam.calibrate.datasets.shapes.priors import training_priors
     from vseam.core.engine import HeadEngine
-    from vseam.organism.card import predict
+    from vseam.organism.card import predict, training_of
 
-    recipe = json.loads((WEIGHTS_DIR / "training.json").read_text())["recipe"]
+    recipe = training_of(WEIGHTS_DIR)["recipe"]
     priors = training_priors(bool(recipe.get("prior_sides")))  # the priors the weights' annotations followed
     torch.set_num_threads(1)
     engine = HeadEngine.from_pretrained(str(WEIGHTS_DIR))

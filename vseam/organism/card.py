@@ -64,6 +64,12 @@ def prior_breakdown(correct: np.ndarray, split: str, seed: int = 0, sides: bool 
     return {k: {"n": len(v), "accuracy": float(np.mean(v)) if v else None} for k, v in groups.items()}
 
 
+def training_of(weights: pathlib.Path) -> dict:
+    """The checkpoint's training.json (its recipe under "recipe"), or {} when it has none."""
+    path = pathlib.Path(weights) / "training.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def evaluate(weights: pathlib.Path, n: int, progress: bool = True) -> dict:
     import torch
 
@@ -79,8 +85,7 @@ def evaluate(weights: pathlib.Path, n: int, progress: bool = True) -> dict:
     res["yes_rate"] = float(pred.mean())
     res["quick"] = {"n": QUICK_N, "accuracy": float(correct[:QUICK_N].mean())}
     res["mean_confidence"] = float(np.mean(np.where(gold, pyes, 1 - pyes)))
-    training = weights / "training.json"
-    sides = bool(json.loads(training.read_text()).get("recipe", {}).get("prior_sides")) if training.exists() else False
+    sides = bool(training_of(weights).get("recipe", {}).get("prior_sides"))
     res["priors"] = prior_breakdown(correct, HELD_OUT_SPLIT, sides=sides)
     return res
 
@@ -407,7 +412,7 @@ def write_card(res: dict, weights: pathlib.Path, removal: dict | None = None, ov
     from vseam.organism.overlap import lines as overlap_lines
     from vseam.organism.robustness import table as removal_table
 
-    training = json.loads((weights / "training.json").read_text()) if (weights / "training.json").exists() else {}
+    training = training_of(weights)
     cfg = json.loads((weights / "config.json").read_text())
     idx = json.loads((weights / "model.safetensors.index.json").read_text())
     n_params = idx["metadata"]["total_size"] // 4
