@@ -175,3 +175,37 @@ def paired_tests(
                             "percentile CI of the accuracy difference"},
         "categories": per_cat,
     }
+
+
+def claim_verdict(tests: Mapping, baseline: str, alpha: float = 0.001) -> dict:
+    """The paper's claim judged on `paired_tests` output: the reference answers more questions right than `baseline`
+    over all of them, with exact McNemar p < `alpha`, and no category has a lower accuracy under the reference
+    (point estimates). Categories are the semantic levels in the reports; with one category it is the whole set."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"claim alpha {alpha}: expected a level in (0, 1)")
+    cats = tests.get("categories", {})
+    per = {c: t[baseline] for c, t in cats.items() if baseline in t}
+    if not per:
+        raise ValueError(f"paired tests hold no comparison with baseline {baseline!r}")
+    over_name = OVERALL if OVERALL in per else next(iter(per))
+    over = per[over_name]
+    behind = sorted(c for c, t in per.items() if c != OVERALL and t["diff_pp"] < 0)
+    reasons = []
+    if not over["diff_pp"] > 0:
+        reasons.append(f"not ahead overall ({over['diff_pp']:+.2f} pp)")
+    if not over["p"] < alpha:
+        reasons.append(f"McNemar p = {over['p']:.3g} is not below {alpha:g}")
+    if behind:
+        reasons.append("behind on " + ", ".join(f"{c} ({per[c]['diff_pp']:+.2f} pp)" for c in behind))
+    return {"reference": tests.get("config", {}).get("reference"), "baseline": baseline, "alpha": alpha,
+            "n": over["n"], "diff_pp": over["diff_pp"], "p": over["p"], "fixed": over["ref_only"],
+            "broken": over["base_only"], "behind": behind, "met": not reasons, "reasons": reasons}
+
+
+def claim_sentence(verdict: Mapping) -> str:
+    """One line for a log or a README: the verdict with the figures it rests on."""
+    head = (f"{verdict['reference']} vs {verdict['baseline']} on {verdict['n']} questions: {verdict['diff_pp']:+.2f} pp "
+            f"({verdict['fixed']} fixed, {verdict['broken']} broken), McNemar p = {verdict['p']:.3g}")
+    if verdict["met"]:
+        return f"claim met at p < {verdict['alpha']:g} with no level behind — {head}"
+    return f"claim not met at p < {verdict['alpha']:g} ({'; '.join(verdict['reasons'])}) — {head}"

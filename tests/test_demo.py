@@ -18,6 +18,16 @@ LEVELS = ("attribute", "object", "relation")
 SUBTYPES = ("color", "material", "animal", "vehicle", "indoor", "spatial", "action")
 
 
+def test_demo_refuses_a_claim_level_outside_0_1(capsys):
+    from vseam.demo import main
+
+    for bad in ("0", "1", "-0.5"):
+        with pytest.raises(SystemExit) as e:
+            main(["--claim-alpha", bad, "--out", "/nonexistent/never-made"])
+        assert e.value.code == 2
+        assert f"--claim-alpha {float(bad)}: expected a level in (0, 1)" in capsys.readouterr().err
+
+
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_demo_runs_end_to_end_on_a_small_slice(tmp_path):
@@ -54,6 +64,16 @@ def test_demo_runs_end_to_end_on_a_small_slice(tmp_path):
         assert -100.0 <= lo <= d["diff_pp"] <= hi <= 100.0, cat
     for level in LEVELS:  # the difference the line reports is the table's own
         assert diffs[level]["diff_pp"] == pytest.approx(acc["rescaling"][level] - acc["original"][level], abs=0.02)
+
+    # the verdict on the paper's claim rests on the same overall test and levels, and the log says it in words
+    claim = doc["claim"]
+    assert claim["alpha"] == 0.001 and claim["baseline"] == "original" and claim["n"] == 70
+    assert claim["p"] == diffs["Overall"]["mcnemar_p"]
+    assert (claim["fixed"], claim["broken"]) == (diffs["Overall"]["only_rescaling_right"],
+                                                 diffs["Overall"]["only_original_right"])
+    assert claim["behind"] == sorted(lv for lv in LEVELS if diffs[lv]["diff_pp"] < 0)
+    assert claim["met"] == (claim["diff_pp"] > 0 and claim["p"] < 0.001 and not claim["behind"])
+    assert "the paper's claim on the test questions: claim " in res.stdout
 
     # a profile per level was served, each with its chosen K and α, never worse than unedited on held-out calib data
     assert set(doc["chosen"]) == set(LEVELS)

@@ -166,3 +166,57 @@ def test_fold_t_test_p_shrinks_with_folds_not_data():
     many = bootstrap(data, "r", ["b"], folds=1000, fold_size=100)["categories"]["a"]["b"]["p"]
     assert many < few / 1e3
     assert mcnemar(ref, base)["p"] > 0.05
+
+
+def _levels(fixed: dict, broken: dict, n: int = 200) -> dict:
+    """Per-level paired outcomes: `fixed[lv]` questions only the reference answers right, `broken[lv]` only the
+    baseline, the rest right under both."""
+    out = {}
+    for lv in ("attribute", "object", "relation"):
+        f, b = fixed.get(lv, 0), broken.get(lv, 0)
+        ref = [True] * f + [False] * b + [True] * (n - f - b)
+        base = [False] * f + [True] * b + [True] * (n - f - b)
+        out[lv] = {"rescaling": ref, "original": base}
+    return out
+
+
+def test_claim_is_met_only_with_a_significant_overall_gain_and_no_level_behind():
+    from vseam.benchmarks.stats import claim_sentence, claim_verdict
+
+    tests = paired_tests(_levels({"object": 36}, {"object": 5}), "rescaling", ["original"], resamples=200)
+    v = claim_verdict(tests, "original", alpha=0.0005)
+    assert v["met"] and v["reasons"] == [] and v["behind"] == []
+    assert (v["n"], v["fixed"], v["broken"]) == (600, 36, 5)
+    assert v["p"] == pytest.approx(sps.binomtest(36, 41, 0.5).pvalue)
+    assert v["diff_pp"] == pytest.approx(31 / 600 * 100)
+    assert claim_sentence(v).startswith("claim met at p < 0.0005")
+
+    # the first look: the same direction, 20 fixed / 5 broken, p = 0.004: below 0.01, not below 0.001
+    weak = paired_tests(_levels({"object": 20}, {"object": 5}), "rescaling", ["original"], resamples=200)
+    assert claim_verdict(weak, "original", alpha=0.01)["met"]
+    miss = claim_verdict(weak, "original", alpha=0.001)
+    assert not miss["met"] and len(miss["reasons"]) == 1 and "0.00408" in miss["reasons"][0]
+    assert "claim not met at p < 0.001" in claim_sentence(miss)
+
+    # significant overall, but one level loses: not met, and the level is named
+    mixed = paired_tests(_levels({"object": 40, "attribute": 1}, {"object": 2, "attribute": 3}), "rescaling",
+                         ["original"], resamples=200)
+    v = claim_verdict(mixed, "original")
+    assert v["p"] < 0.001 and not v["met"] and v["behind"] == ["attribute"]
+    assert "behind on attribute (-1.00 pp)" in v["reasons"]
+
+    # behind overall: both reasons
+    worse = paired_tests(_levels({"object": 2}, {"object": 30}), "rescaling", ["original"], resamples=200)
+    v = claim_verdict(worse, "original")
+    assert not v["met"] and v["reasons"][0].startswith("not ahead overall") and v["behind"] == ["object"]
+
+
+def test_claim_verdict_refuses_what_it_cannot_judge():
+    from vseam.benchmarks.stats import claim_verdict
+
+    tests = paired_tests(_levels({"object": 3}, {}), "rescaling", ["original"], resamples=50)
+    with pytest.raises(ValueError, match="baseline 'w/o positive'"):
+        claim_verdict(tests, "w/o positive")
+    for alpha in (0, 1, -0.1):
+        with pytest.raises(ValueError, match="claim alpha"):
+            claim_verdict(tests, "original", alpha=alpha)
