@@ -28,7 +28,7 @@ def cmd_eval(args) -> int:
         task=args.task, endpoint=endpoint, arms=arms, out_dir=out, reference=reference,
         concurrency=args.concurrency, retries=args.retries, timeout=args.timeout, max_tokens=args.max_tokens,
         max_consecutive_failures=args.max_failures, constrain=args.constrain,
-        folds=args.folds, fold_size=args.fold_size, seed=args.seed,
+        folds=args.folds, fold_size=args.fold_size, seed=args.seed, claim_alpha=args.claim_alpha,
         progress=False if args.no_progress else None, check_server=not args.skip_check, refresh=args.refresh,
     )
     subtypes = getattr(args, "subtypes", None)
@@ -92,6 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "Table-3 strategies, reference = rescaling. GQA: repeat as LEVEL=DIR to edit each "
                             "semantic level with its own profile's strategies (attribute=..., object=..., relation=...)")
         t.add_argument("--reference", help="label compared against all others in the significance tests")
+        t.add_argument("--claim-alpha", type=float, default=0.001,
+                       help="level of the report's verdict on the paper's claim: the reference ahead of the unedited "
+                            "arm (profile none) with McNemar p below it and no category behind (default 0.001)")
         t.add_argument("--profile-via", choices=["xargs", "model"], default="xargs",
                        help="pick the profile by vllm_xargs (default) or by model name MODEL:NAME")
         t.add_argument("--family", default="auto", help="model family (llava, instructblip); default: ask the server")

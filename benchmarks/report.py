@@ -120,6 +120,13 @@ def markdown(report: dict) -> str:
                   f"difference from {c['resamples']} paired bootstrap resamples of the questions (seed {c['seed']}). "
                   "*** p < 0.001, ** p < 0.01, * p < 0.05.", ""]
         lines += paired_table(tests)
+    claim = report.get("claim")
+    if claim:
+        from vseam.benchmarks.stats import claim_sentence
+
+        lines += ["", "## The paper's claim", "",
+                  f"{claim['reference']} ahead of {claim['baseline']} over all questions with exact McNemar p < "
+                  f"{claim['alpha']:g}, and no category behind it:", "", f"**{claim_sentence(claim)}**"]
     sig = report.get("significance")
     if sig:
         c = sig["config"]

@@ -72,6 +72,9 @@ class EvalConfig:
     folds: int = 1000
     fold_size: int = 100
     seed: int = 0
+    #: level at which the paper's claim is judged (reference ahead of the unedited arm, McNemar p below it, no level
+    #: behind; `stats.claim_verdict`); the report carries the verdict when exactly one arm is the unedited model
+    claim_alpha: float = 0.001
     progress: bool | None = None
     check_server: bool = True
     refresh: bool = False
@@ -82,6 +85,8 @@ class EvalConfig:
             raise UserError(f"--profile: each profile may be evaluated once, got {labels}")
         if self.reference is not None and self.reference not in labels:
             raise UserError(f"--reference {self.reference}: not among the evaluated {labels}")
+        if not 0 < self.claim_alpha < 1:
+            raise UserError(f"--claim-alpha must lie strictly between 0 and 1, got {self.claim_alpha}")
         for flag, value, least in (("--concurrency", self.concurrency, 1), ("--retries", self.retries, 0),
                                    ("--folds", self.folds, 2), ("--fold-size", self.fold_size, 1),
                                    ("--max-failures", self.max_consecutive_failures, 1),
@@ -215,7 +220,8 @@ def build_requests(mod, family, records, arms: Sequence[Arm]) -> list[Request]:
 def evaluate(cfg: EvalConfig, records, family, data_info: dict | None = None) -> dict:
     """Ask, score, test and write the report; returns the report dict (also written as report.json)."""
     from vseam.benchmarks import report as report_mod
-    from vseam.benchmarks.stats import bootstrap, paired_tests
+    from vseam.benchmarks.client import NONE_PROFILE
+    from vseam.benchmarks.stats import bootstrap, claim_verdict, paired_tests
 
     mod = task_module(cfg.task)
     if not records:
@@ -250,7 +256,7 @@ def evaluate(cfg: EvalConfig, records, family, data_info: dict | None = None) ->
                 fh.write(json.dumps(row, sort_keys=True) + "\n")
 
     metrics = {arm.label: mod.metrics(answers[arm.label]) for arm in cfg.arms}
-    significance = tests = None
+    significance = tests = claim = None
     if cfg.reference is not None and len(cfg.arms) > 1:
         paired = paired_correctness(answers, mod.bootstrap_category)
         order = list(mod.headline(metrics[cfg.arms[0].label]))  # the task's own category order
@@ -259,6 +265,9 @@ def evaluate(cfg: EvalConfig, records, family, data_info: dict | None = None) ->
         tests = paired_tests(paired, reference=cfg.reference, baselines=baselines, seed=cfg.seed)
         significance = bootstrap(paired, reference=cfg.reference, baselines=baselines,
                                  folds=cfg.folds, fold_size=cfg.fold_size, seed=cfg.seed)
+        unedited = [a.label for a in cfg.arms if a.profile == NONE_PROFILE and not a.by_level and a.label in baselines]
+        if len(unedited) == 1:
+            claim = claim_verdict(tests, unedited[0], cfg.claim_alpha)
     unique = [o for o in outcomes if not o.shared]
     failed = [o for o in unique if o.error]
     from vseam import __version__
@@ -286,6 +295,7 @@ def evaluate(cfg: EvalConfig, records, family, data_info: dict | None = None) ->
         "metrics": metrics,
         "headline": {label: mod.headline(m) for label, m in metrics.items()},
         "paired_tests": tests,
+        "claim": claim,
         "significance": significance,
     }
     report_mod.write_report(report, cfg.out_dir)

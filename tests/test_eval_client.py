@@ -335,6 +335,26 @@ def test_strategies_and_significance(tmp_path):
     assert "## Significance: rescaling − baseline" in md and "| Overall | w/o positive |" in md
     assert "| rescaling (`cal`) | 100.00 |" in md
 
+    # the claim is judged against the one unedited arm (profile none), on the overall McNemar test
+    over, claim = rep["paired_tests"]["categories"]["Overall"]["original"], rep["claim"]
+    n = len(records)
+    assert (claim["baseline"], claim["n"], claim["fixed"], claim["broken"]) == ("original", n, n // 2, 0)
+    assert claim["p"] == over["p"] == pytest.approx(2 * 0.5 ** (n // 2))
+    assert claim["met"] == (claim["p"] < 0.001) and claim["behind"] == []
+    assert "## The paper's claim" in md and f"claim {'met' if claim['met'] else 'not met'} at p < 0.001" in md
+    with FakeOpenAI(answer, profiles=names[1:]) as fake:  # a stricter level, from the cache
+        strict = evaluate(config(tmp_path, fake.url, arms, reference="rescaling", folds=50, fold_size=50,
+                                 claim_alpha=1e-9), records, LLAVA)
+        assert not fake.requests
+    assert not strict["claim"]["met"] and "is not below 1e-09" in strict["claim"]["reasons"][0]
+    with FakeOpenAI(answer, profiles=names[1:]) as fake:  # no unedited arm: nothing to judge the claim against
+        no_base = evaluate(config(tmp_path, fake.url, arms[1:], reference="rescaling", folds=50, fold_size=50),
+                           records, LLAVA)
+    assert no_base["claim"] is None and "## The paper's claim" not in (tmp_path / "out" / "report.md").read_text()
+    for bad in (0.0, 1.0, 2.0):
+        with pytest.raises(UserError, match="--claim-alpha must lie strictly between 0 and 1"):
+            config(tmp_path, "http://unused", arms, reference="rescaling", claim_alpha=bad)
+
 
 def test_torn_cache_line_is_skipped(tmp_path):
     path = tmp_path / "responses.jsonl"

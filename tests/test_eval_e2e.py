@@ -123,8 +123,16 @@ def test_pope_strategies_end_to_end(served, capsys):
         assert (t["n"], t["ref_only"], t["base_only"]) == (
             24, sum(r and not b for r, b in zip(ref_ok, base_ok)), sum(b and not r for r, b in zip(ref_ok, base_ok)))
         assert 0.0 <= t["p"] <= 1.0 and t["ci_low_pp"] <= t["diff_pp"] <= t["ci_high_pp"]
+    # the verdict on the paper's claim is read from the same overall test against the unedited arm
+    claim, over = report["claim"], tests["Overall"]["original"]
+    assert (claim["reference"], claim["baseline"], claim["alpha"]) == ("rescaling", "original", 0.001)
+    assert (claim["n"], claim["fixed"], claim["broken"], claim["p"]) == (
+        over["n"], over["ref_only"], over["base_only"], over["p"])
+    assert claim["behind"] == sorted(s for s in SPLITS if tests[s]["original"]["diff_pp"] < 0)
+    assert claim["met"] == (over["diff_pp"] > 0 and over["p"] < 0.001 and not claim["behind"])
     md = (out / "report.md").read_text()
     assert "## POPE per split" in md and "## Significance: rescaling − baseline" in md and md in printed
+    assert "## The paper's claim" in md and ("claim met at p < 0.001" in md) == claim["met"]
     assert "## Paper Table-18 procedure" in md
     assert (out / "report.png").stat().st_size > 5000
 

@@ -147,7 +147,8 @@ def level_profiles(folder: pathlib.Path, report: pathlib.Path) -> dict[str, path
 
 
 def evaluate(base_url: str, manifests: dict[str, pathlib.Path], paper: dict[str, str] | None, records,
-             out: pathlib.Path, concurrency: int, task: str = "gqa", source: str = "shapes:test") -> dict:
+             out: pathlib.Path, concurrency: int, task: str = "gqa", source: str = "shapes:test",
+             claim_alpha: float = 0.001) -> dict:
     """`vseam eval TASK --strategies ...` through the API: with one manifest per level (`attribute=...` etc.) each
     question is answered with its own level's profiles; with a single `None: manifest` entry every question uses
     that manifest's profiles. `paper` (level -> profile name) adds the paper-exact arm.
@@ -164,7 +165,7 @@ def evaluate(base_url: str, manifests: dict[str, pathlib.Path], paper: dict[str,
     if paper:
         arms.append(Arm(label=PAPER_ARM, profile="per level", by_level=dict(paper)))
     cfg = EvalConfig(task=task, endpoint=Endpoint(base_url=base_url, model=SERVED_NAME), arms=arms, out_dir=out,
-                     reference=reference, concurrency=concurrency)
+                     reference=reference, concurrency=concurrency, claim_alpha=claim_alpha)
     info = {"files": [source], "images": None, "excluded": {}, "limit": None}
     return run_eval(cfg, records, FAMILIES["llava"], data_info=info)
 
@@ -220,11 +221,10 @@ def benchmark_json(bench: dict) -> dict:
     return out
 
 
-def headline_json(report: dict, profiles: dict[str, pathlib.Path], seconds: float, claim_alpha: float = 0.001) -> dict:
+def headline_json(report: dict, profiles: dict[str, pathlib.Path], seconds: float) -> dict:
     """The demo's figures in one object: held-out accuracy per strategy and level, rescaling − original per level
-    and overall (McNemar p, 95% paired-bootstrap CI), the verdict on the paper's claim at `claim_alpha`, the K and
-    α chosen for each level's profile."""
-    from vseam.benchmarks.stats import claim_verdict
+    and overall (McNemar p, 95% paired-bootstrap CI), the report's verdict on the paper's claim, the K and α chosen
+    for each level's profile."""
     from vseam.head_profiles import load_profile
 
     acc = {label: {k: (None if v is None else round(100 * v, 2)) for k, v in row.items()}
@@ -239,7 +239,7 @@ def headline_json(report: dict, profiles: dict[str, pathlib.Path], seconds: floa
                       {"unedited": sel.accuracy_unedited, "chosen": sel.accuracy_chosen, "n": sel.held_out_questions}}
     return {"demo": "vseam", "seconds": round(seconds, 1), "test_questions": report["data"]["records"],
             "accuracy_pct": acc, "rescaling_minus_original": diff,
-            "claim": claim_verdict(report["paired_tests"], "original", claim_alpha), "chosen": chosen,
+            "claim": report["claim"], "chosen": chosen,
             "requests_failed": report["requests"]["failed"]}
 
 
@@ -345,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
             from vseam.head_profiles import load_profile
 
             paper_names = {lv: load_profile(p).name for lv, p in paper.items()} or None
-            report = evaluate(base, manifests, paper_names, test, out / "eval", args.concurrency)
+            report = evaluate(base, manifests, paper_names, test, out / "eval", args.concurrency,
+                              claim_alpha=args.claim_alpha)
             if args.bench_images:
                 bench = evaluate_benchmarks(base, manifests, bench_dir, out / "eval", args.concurrency, steps)
             steps.start("stop the server")
@@ -368,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo finished in {total / 60:.1f} min ({per_step})")
         if total > BUDGET_S:
             print(f"note: over the {BUDGET_S // 60}-minute budget on this machine")
-        figures = headline_json(report, profiles, total, args.claim_alpha)
+        figures = headline_json(report, profiles, total)
         from vseam.benchmarks.stats import claim_sentence
 
         print("the paper's claim on the test questions: " + claim_sentence(figures["claim"]))
