@@ -1,6 +1,7 @@
 """`make demo`: the whole V-SEAM loop on the bundled model organism, offline, on CPU.
 
-    .venv/bin/python -m vseam.demo [--out runs/demo] [--k 4] [--calib-size 4900] [--test-size 700] [--fresh]
+    .venv/bin/python -m vseam.demo [--out runs/demo] [--k 4] [--calib-size 4900] [--test-size 700]
+        [--claim-alpha 0.001] [--fresh]
 
 1. the model organism: a tiny LLaVA-1.5 trained on the synthetic `shapes` world (`vseam/organism/weights`);
 2. calibrate on the world's `calib` split (`calibrate --dataset shapes --select-on F`): exact counterfactual
@@ -14,7 +15,8 @@
    random remove vs rescaling (+ rescaling at the paper's fixed K and α = 1), each level answered with its own
    level's profiles, with the exact McNemar test and paired-bootstrap confidence intervals (and the paper's
    Table-18 fold t-test, labelled as such) (`vseam eval`'s GQA task: 7 subtypes, 3 levels);
-6. stop the server, print the table and, as the last line, one JSON object with every figure.
+6. stop the server, print the table and the verdict on the paper's claim (rescaling ahead overall at McNemar
+   p < `--claim-alpha`, no level behind) and, as the last line, one JSON object with every figure.
 
 Every step writes under `--out` and resumes: a re-run reuses the calibration run dir and the eval answer cache.
 The held-out `test` split is never used for any choice: K and α are chosen on part of the `calib` split, the
