@@ -112,7 +112,11 @@ another colour). Against the issue (held-out `test` split; tables above):
   the yes-ratio rising from 52.5% to 54.2%). The demo's 4,900 calibration questions (3,430 not held out) hold
   111 / 164 / 24 wrongly answered attribute / object / relation inputs, all of which go into Eq 7 (the parent:
   8 / 1 / 3 of 700). Not met in full: "a few hundred per level" is reached nowhere (the object level comes
-  closest), and the relation level carries no prior.
+  closest), and the relation level carries no prior. Where those errors sit (the same 3,430 questions): 144 of
+  the object level's 164 are on the 351 presence questions the co-occurrence prior misleads (41% wrong there, 1.8%
+  elsewhere), but only 12 of the attribute level's 111 are the colour prior's. Balanced colour questions rarely
+  name a shape's typical colour of an object of another colour (37 of 490), and the other 99 attribute errors are
+  misread colours (36) and materials (63). This is why rescaling finds nothing to fix at the attribute level.
 * **Point 7 (reproduce in 60 minutes): missed for the whole chain, met for the last step.**
   `python -m vseam.organism.train` (the default preset) reproduces the committed weights bit for bit from the
   committed parent in 17 minutes of one thread; the parent itself took 215 minutes (`--preset v2-staged`).
