@@ -153,10 +153,10 @@ class Stage2Config:
             from vseam.calibrate.profiles import groups_of
 
             known = {g for subtype in SUBTYPE_LEVEL for g in groups_of(subtype, per_subtype=True)}
-        for group in self.select_only:
-            if group not in known:
-                raise UserError(f"--select-only {group}: not a profile group; choose from "
-                                f"{', '.join((*SEMANTIC_LEVELS, ALL))} or <level>/<subtype>")
+            for group in self.select_only:
+                if group not in known:
+                    raise UserError(f"--select-only {group}: not a profile group; choose from "
+                                    f"{', '.join((*SEMANTIC_LEVELS, ALL))} or <level>/<subtype>")
         if self.max_correct is not None and self.attribute_on == "eq4-pairs":
             raise UserError("--max-correct samples the questions the model answers right; with --attribute-on "
                             "eq4-pairs every edited image counts as wrong, so nothing would be sampled")
