@@ -792,6 +792,26 @@ def test_the_side_prior_answers_spatial_questions_and_relabels_them_only_when_as
         _, x, relation, y = parse_question(text)
         assert P.says_yes("spatial", text, {x, y})
 
+    # a share of its own for the side prior: with the other priors off, only spatial rows are relabelled, and each
+    # is one the side prior answers "yes"
+    only_sides = D.Sampler(pool, recipe.primary_share, 5, recipe.weights(), prior_labels=0.0, prior_sides=True,
+                           prior_side_labels=1.0)
+    scenes, qs, ys = only_sides.sample(4000)
+    relabelled = [pool.questions[q] for sc, q, y in zip(scenes.tolist(), qs.tolist(), ys) if y != truth[sc, q]]
+    assert relabelled
+    for text in relabelled:
+        _, x, relation, y = parse_question(text)
+        assert relation in ("to the left of", "to the right of", "above", "below"), text
+        assert P.says_yes("spatial", text, {x, y})
+    # and at share 0 for the side prior's rows, the other priors' relabelling is drawn exactly as before
+    a = D.Sampler(pool, recipe.primary_share, 7, recipe.weights(), prior_labels=0.5).sample(2000)
+    b = D.Sampler(pool, recipe.primary_share, 7, recipe.weights(), prior_labels=0.5, prior_side_labels=0.0).sample(2000)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    with pytest.raises(ValueError, match="prior_side_labels 0.5: the side prior is off"):
+        D.Sampler(pool, recipe.primary_share, 5, recipe.weights(), prior_side_labels=0.5)
+    with pytest.raises(ValueError, match=r"prior_side_labels 1.5: expected a probability in \[0, 1\]"):
+        D.Sampler(pool, recipe.primary_share, 5, recipe.weights(), prior_sides=True, prior_side_labels=1.5)
+
 
 def test_a_run_can_start_from_an_exported_checkpoint(tmp_path, tiny_trainer):
     from vseam.organism.recipe import Recipe
@@ -841,7 +861,7 @@ def test_committed_weights_descend_from_the_committed_parent():
     parent, staged = meta["init"]["recipe"], preset("v2-staged").to_json()
     assert {k: staged[k] for k in parent} == parent  # fields added since then keep their defaults there
     added = {k: staged[k] for k in set(staged) - set(parent)}
-    assert added == {"prior_labels": 0.0, "prior_sides": False, "init_from": ""}
+    assert added == {"prior_labels": 0.0, "prior_sides": False, "prior_side_labels": 0.0, "init_from": ""}
 
 
 @pytest.mark.slow

@@ -292,12 +292,13 @@ class Sampler:
     do in a real VLM's training data (the flaw the organism is meant to carry; held-out labels stay true)."""
 
     def __init__(self, pool: Pool, primary_share: float, seed: int, subtype_weights: Sequence[float] | None = None,
-                 prior_labels: float = 0.0, prior_sides: bool = False):
+                 prior_labels: float = 0.0, prior_sides: bool = False, prior_side_labels: float = 0.0):
         self.pool = pool
         self.primary_share = primary_share
         self.prior_sides = prior_sides
         self._misled: tuple[np.ndarray, np.ndarray] | None = None
-        self.set_prior_labels(prior_labels)
+        self._side_only: tuple[np.ndarray, np.ndarray] | None = None
+        self.set_prior_labels(prior_labels, prior_side_labels)
         self.set_weights(subtype_weights)
         self.open_by_type = [np.where(pool.open_type == t)[0] for t in range(len(OPEN_TYPES))]
         self.rng = np.random.default_rng([seed, 4242])
@@ -314,13 +315,20 @@ class Sampler:
         self.subtype_p = w / w.sum()
         self.uniform = bool(np.all(w == w[0]))
 
-    def set_prior_labels(self, share: float) -> None:
-        """Label a misleading "no" question "yes" with probability `share` from the next draw on (0: true labels)."""
-        if not 0.0 <= share <= 1.0:
-            raise ValueError(f"prior_labels {share}: expected a probability in [0, 1]")
-        self.prior_labels = share
-        if share > 0 and self._misled is None:
+    def set_prior_labels(self, share: float, side_share: float = 0.0) -> None:
+        """Label a misleading "no" question "yes" with probability `share` from the next draw on (0: true labels);
+        with the side prior, its spatial rows with probability `side_share` instead when that is > 0."""
+        for name, value in (("prior_labels", share), ("prior_side_labels", side_share)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} {value}: expected a probability in [0, 1]")
+        if side_share > 0 and not self.prior_sides:
+            raise ValueError(f"prior_side_labels {side_share}: the side prior is off (set prior_sides)")
+        self.prior_labels, self.prior_side_labels = share, side_share
+        if (share > 0 or side_share > 0) and self._misled is None:
             self._misled = misleading(self.pool, self.prior_sides)
+        if side_share > 0 and self._side_only is None:
+            plain = misleading(self.pool)
+            self._side_only = (self._misled[0] & ~plain[0], self._misled[1] & ~plain[1])
 
     def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(scene indices, question indices, yes flags: the training labels)."""
@@ -342,9 +350,14 @@ class Sampler:
 
     def _follows_prior(self, kind: int, row: int) -> bool:
         """Whether this "no" row is labelled as the prior answers it (draws only for misleading rows)."""
-        if self.prior_labels <= 0 or not self._misled[kind][row]:
+        if self._misled is None or not self._misled[kind][row]:
             return False
-        return bool(self.rng.random() < self.prior_labels)
+        share = self.prior_labels
+        if self.prior_side_labels > 0 and self._side_only[kind][row]:
+            share = self.prior_side_labels
+        if share <= 0:
+            return False
+        return bool(self.rng.random() < share)
 
     def sample_open(self, batch: int) -> tuple[np.ndarray, list[int], list[str]]:
         """(scene indices, question indices, answer words) of open-ended questions, type uniform."""

@@ -126,6 +126,9 @@ class Recipe:
     #: `prior_labels` also follow a preferred side (`priors.SIDE_ORDER`): "Is the circle to the left of the star?"
     #: labelled "yes" when the circle is to its right (the relation level's planted flaw)
     prior_sides: bool = False
+    #: with `prior_sides`, the share for the spatial rows that only the side prior misleads (the other misleading
+    #: rows keep `prior_labels`): the preferred side annotated more often than the other priors. 0: `prior_labels`
+    prior_side_labels: float = 0.0
     #: start from an exported checkpoint (a directory in the llava-hf layout, e.g. the committed weights) instead of
     #: training phases 1-3: the run begins at phase 4, step 0, with those weights (same `text_heads`). The
     #: checkpoint holds no per-patch head, so phase 1's loss (`finetune_patch_weight`, `tower_steps`) is refused
@@ -214,6 +217,7 @@ STAGE_FIELDS = frozenset({
     "eval_every", "target_val_acc", "head_dropout", "head_dropout_start", "head_dropout_rescale",
     "head_dropout_rows", "open_share", "open_start", "open_weight", "subtype_weights", "caption_pairs",
     "caption_locations", "contact_weight", "finetune_patch_weight", "prior_labels",
+    "prior_side_labels",
     # a stage's tower retraining (`tower_steps`) and what it reads
     "tower_steps", "vision_lr", "vision_batch", "contact_scenes", "contact_share", "contact_image_weight",
 })
@@ -261,6 +265,14 @@ PRESETS["v2-priors"] = dict({k: v for k, v in PRESETS["v2-staged"].items() if k 
 #: val spatial 99% and relation 97%, so the side prior planted no spatial errors (the image tells the side more
 #: easily than the order of six shapes does); overall val 91.0% against v2-priors' 91.7%
 PRESETS["v3-sides"] = dict(PRESETS["v2-priors"], prior_sides=True)
+#: "v3-sides-0.75" and "v3-sides-1.0": v3-sides with the side prior annotated more often than the others (share
+#: `prior_side_labels` on the spatial rows it misleads; the other priors keep 0.5). About 22% of held-out spatial
+#: questions are ones the side prior misleads, so a model that follows it fully drops spatial to ~78%. The rule,
+#: fixed before either ran: judged on val at the last step only; kept if every subtype reaches 85%, spatial is at
+#: most 95% (the flaw planted) and zeroing random heads stays within point 1; of two that pass, the one with the
+#: lower spatial accuracy
+PRESETS["v3-sides-0.75"] = dict(PRESETS["v3-sides"], prior_side_labels=0.75)
+PRESETS["v3-sides-1.0"] = dict(PRESETS["v3-sides"], prior_side_labels=1.0)
 #: the preset the committed weights were trained with
 COMMITTED_PRESET = "v2-priors"
 

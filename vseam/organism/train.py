@@ -73,7 +73,8 @@ class Trainer:
         self.pool = D.build_pool(recipe.train_scenes, recipe.seed, progress=progress, world=recipe.world)
         self.val = D.eval_set("val", recipe.val_size, recipe.seed)
         self.sampler = D.Sampler(self.pool, recipe.primary_share, recipe.seed, recipe.weights(),
-                                 prior_labels=self.recipe.prior_labels, prior_sides=recipe.prior_sides)
+                                 prior_labels=self.recipe.prior_labels, prior_sides=recipe.prior_sides,
+                                 prior_side_labels=self.recipe.prior_side_labels)
         vcfg = self.model.config.vision_config
         grid = vcfg.image_size // vcfg.patch_size
         self.patch_sizes = (len(D.PATCH_SHAPES), len(D.PATCH_COLORS), len(D.PATCH_TEXTURES), 2)
@@ -499,7 +500,7 @@ class Trainer:
         self.recipe = recipe
         self.sampler.set_weights(recipe.weights())
         self.sampler.primary_share = recipe.primary_share
-        self.sampler.set_prior_labels(recipe.prior_labels)
+        self.sampler.set_prior_labels(recipe.prior_labels, recipe.prior_side_labels)
         tower, rest = self.opt_qa.param_groups
         tower["base_lr"], rest["base_lr"] = recipe.vision_tower_lr, recipe.lr
 
