@@ -1,6 +1,6 @@
 """How much the organism depends on single heads: held-out accuracy with random heads zeroed.
 
-    .venv/bin/python -m vseam.organism.robustness [--weights DIR] [--n 700] [--counts 0,2,4,8,16] [--seeds 5]
+    .venv/bin/python -m vseam.organism.robustness [--weights DIR] [--n 700] [--counts 0,2,4,8,10,16,20] [--seeds 5]
     .venv/bin/python -m vseam.organism.robustness --single [--weights DIR] [--n 700]   (each head zeroed alone)
 
 The paper's "random remove" baseline (Table 3) zeroes 10 random heads of LLaVA-1.5-7B's 1,024 and loses 0.15 pp:
@@ -22,10 +22,13 @@ import numpy as np
 from vseam.organism import WEIGHTS_DIR
 
 SPLIT = "test"
-COUNTS = (0, 2, 4, 8, 16)
+COUNTS = (0, 2, 4, 8, 10, 16, 20)
 SEEDS = 5
 #: the heads the demo's paper-exact profiles touch: K = 4 positive + 4 negative
 MATCHED_COUNT = 8
+#: the set size of the object profile the demo chooses on its held-out calib share (K = 10): what its
+#: random-remove arm zeroes. That profile touches twice as many heads (10 scaled up, 10 down), the curve's 20
+CHOSEN_SET_COUNT = 10
 
 
 def random_heads(num_layers: int, num_heads: int, count: int, seed: int) -> list[tuple[int, int]]:
