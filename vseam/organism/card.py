@@ -121,6 +121,10 @@ another colour). Against the issue (held-out `test` split; tables above):
   elsewhere), but only 12 of the attribute level's 111 are the colour prior's. Balanced colour questions rarely
   name a shape's typical colour of an object of another colour (37 of 490), and the other 99 attribute errors are
   misread colours (36) and materials (63). This is why rescaling finds nothing to fix at the attribute level.
+  A ceiling set by point 2: with every subtype at 85% or more, those 3,430 questions (490 per subtype) can hold
+  at most 147 / 220 / 147 wrong attribute / object / relation inputs, so "a few hundred per level" needs more
+  calibration questions than the demo's 10 minutes hold, whatever the priors; the object level is at 75% of its
+  ceiling, attribute 76%, relation 16%.
 * **Point 7 (reproduce in 60 minutes): missed for the whole chain, met for the last step.**
   `python -m vseam.organism.train` (the default preset) reproduces the committed weights bit for bit from the
   committed parent in 17 minutes of one thread; the parent itself took 215 minutes (`--preset v2-staged`).
