@@ -810,6 +810,13 @@ def test_the_side_prior_answers_spatial_questions_and_relabels_them_only_when_as
     a = D.Sampler(pool, recipe.primary_share, 7, recipe.weights(), prior_labels=0.5).sample(2000)
     b = D.Sampler(pool, recipe.primary_share, 7, recipe.weights(), prior_labels=0.5, prior_side_labels=0.0).sample(2000)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    from vseam.organism.recipe import Recipe
+
+    with pytest.raises(ValueError, match="prior_side_labels: the recipe sets it, but the side prior is off"):
+        Recipe(prior_side_labels=0.5).check_runnable()
+    with pytest.raises(ValueError, match="prior_side_labels: stage 1 sets it, but the side prior is off"):
+        Recipe(stages='[{"qa_steps": 2200, "prior_side_labels": 1.0}]').check_runnable()
+    Recipe(prior_sides=True, stages='[{"qa_steps": 2200, "prior_side_labels": 1.0}]').check_runnable()
     with pytest.raises(ValueError, match="prior_side_labels 0.5: the side prior is off"):
         D.Sampler(pool, recipe.primary_share, 5, recipe.weights(), prior_side_labels=0.5)
     with pytest.raises(ValueError, match=r"prior_side_labels 1.5: expected a probability in \[0, 1\]"):

@@ -148,6 +148,12 @@ class Recipe:
         """A recipe to train from (not a stage's merged one): `tower_steps` is a stage's field only."""
         if self.tower_steps:
             raise ValueError("recipe field tower_steps: set it in a stage (it retrains the tower between stages)")
+        if not self.prior_sides:  # checked here, not when a stage starts hours into the run
+            for k in range(len(self.stage_overrides()) + 1):
+                if self.at_stage(k).prior_side_labels > 0:
+                    where = "the recipe" if k == 0 else f"stage {k}"
+                    raise ValueError(f"recipe field prior_side_labels: {where} sets it, but the side prior is off "
+                                     "(set prior_sides)")
         if self.init_from:
             if self.finetune_steps <= 0:  # stages only add steps, so the recipe's own count is the one to check
                 raise ValueError("recipe field init_from: the recipe has no end-to-end steps (finetune_steps), the "
