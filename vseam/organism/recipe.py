@@ -279,7 +279,9 @@ PRESETS["v3-sides"] = dict(PRESETS["v2-priors"], prior_sides=True)
 #: lower spatial accuracy. Measured (eleventh round), val at step 900: spatial 95% / 90% (0.75 / 1.0; at 0.75 all
 #: errors on "to the left of"), relation 93.0% / 91.5%, every subtype >= 86%, overall 91.7% / 89.7%; 8 random heads
 #: zeroed cost 1.17 / 1.37 pp on average (worst seed 3.43 / 4.71; the committed weights 0.34 / 2.71 on the same
-#: questions). Point 1 failed for both, so neither was kept
+#: questions). Point 1 failed for both, so neither was kept. A third try under the same rule, `--preset
+#: v3-sides-0.75 --head-dropout 0.5` (more dropout for redundancy), failed points 2 and 3 instead: val material 78%
+#: and spatial 97%
 PRESETS["v3-sides-0.75"] = dict(PRESETS["v3-sides"], prior_side_labels=0.75)
 PRESETS["v3-sides-1.0"] = dict(PRESETS["v3-sides"], prior_side_labels=1.0)
 #: the preset the committed weights were trained with
