@@ -799,6 +799,7 @@ def test_the_side_prior_answers_spatial_questions_and_relabels_them_only_when_as
     # is one the side prior answers "yes"
     only_sides = D.Sampler(pool, recipe.primary_share, 5, recipe.weights(), prior_labels=0.0, prior_sides=True,
                            prior_side_labels=1.0)
+    assert all(np.array_equal(only_sides._side_only[k], sides[k] & ~plain[k]) for k in (0, 1))  # the rows it adds
     scenes, qs, ys = only_sides.sample(4000)
     relabelled = [pool.questions[q] for sc, q, y in zip(scenes.tolist(), qs.tolist(), ys) if y != truth[sc, q]]
     assert relabelled

@@ -326,9 +326,10 @@ class Sampler:
         self.prior_labels, self.prior_side_labels = share, side_share
         if (share > 0 or side_share > 0) and self._misled is None:
             self._misled = misleading(self.pool, self.prior_sides)
-        if side_share > 0 and self._side_only is None:
-            plain = misleading(self.pool)
-            self._side_only = (self._misled[0] & ~plain[0], self._misled[1] & ~plain[1])
+        if side_share > 0 and self._side_only is None:  # the side prior is the only one on spatial questions
+            spatial = SUBTYPES.index("spatial")
+            self._side_only = (self._misled[0] & (self.pool.primary_subtype == spatial),
+                               self._misled[1] & (self.pool.extra_subtype == spatial))
 
     def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(scene indices, question indices, yes flags: the training labels)."""
