@@ -28,6 +28,26 @@ def test_demo_refuses_a_claim_level_outside_0_1(capsys):
         assert f"--claim-alpha {float(bad)}: expected a level in (0, 1)" in capsys.readouterr().err
 
 
+def test_demo_k_grid_stays_inside_the_heads_the_organism_can_lose():
+    """The demo's default K grid is the calibrator's grid cut so that a profile's positive and negative sets
+    together touch at most HEAD_BUDGET heads (the removal curve's largest count within point 1), plus that K."""
+    from vseam.core.defaults import DEFAULT_K_GRID
+    from vseam.demo import _k_grid, demo_k_grid
+    from vseam.organism.robustness import COUNTS, HEAD_BUDGET
+
+    assert HEAD_BUDGET in COUNTS  # the budget is a measured point of the card's curve
+    grid = demo_k_grid()
+    assert grid == (1, 2, 4, 5)
+    assert all(2 * k <= HEAD_BUDGET for k in grid) and max(grid) == HEAD_BUDGET // 2
+    assert set(grid) - {HEAD_BUDGET // 2} == {k for k in DEFAULT_K_GRID if 2 * k <= HEAD_BUDGET}
+    assert _k_grid("10,2, 4") == (2, 4, 10)
+    import argparse
+
+    for bad in ("", "a,2", "0,1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _k_grid(bad)
+
+
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_demo_runs_end_to_end_on_a_small_slice(tmp_path):
@@ -51,6 +71,7 @@ def test_demo_runs_end_to_end_on_a_small_slice(tmp_path):
     # the last line is one JSON object with every figure
     doc = json.loads(res.stdout.strip().splitlines()[-1])
     assert doc["test_questions"] == 70 and doc["requests_failed"] == 0
+    assert doc["test_split"] == "test2" and doc["k_grid"] == [1, 2, 4, 5]
     acc = doc["accuracy_pct"]
     for strategy in (*STRATEGIES, "rescaling (paper: fixed K, α=1)"):
         row = acc[strategy]
@@ -80,7 +101,10 @@ def test_demo_runs_end_to_end_on_a_small_slice(tmp_path):
     for level, c in doc["chosen"].items():
         prof = json.loads(open(summary["profiles"][level]).read())
         assert prof["name"] == c["profile"] and prof["positive"] + prof["negative"], level
-        assert c["k"] in (1, 2, 4, 10) and c["strength"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+        assert c["k"] in (1, 2, 4, 5) and c["strength"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+        # within the organism's redundancy: at most 10 heads scaled, none when α = 0
+        assert c["heads_touched"] == (len(prof["positive"]) + len(prof["negative"]) if c["strength"] > 0 else 0)
+        assert c["heads_touched"] <= 10
         held = c["held_out_calib_accuracy"]
         assert held["n"] > 0 and held["chosen"] >= held["unedited"]
         paper = json.loads(open(summary["paper_profiles"][level]).read())

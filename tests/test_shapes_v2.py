@@ -17,6 +17,7 @@ from vseam.calibrate.datasets.shapes import benchmarks as B
 from vseam.calibrate.datasets.shapes.open_questions import LOCATIONS, location_word, open_questions
 from vseam.calibrate.datasets.shapes.oracle import parse_question
 from vseam.calibrate.datasets.shapes.priors import TRAIN_PRIORS, priors_for
+from vseam.core.vocab import SUBTYPES
 
 
 def test_held_out_splits_are_drawn_exactly_as_before_the_priors():
@@ -51,6 +52,26 @@ def test_training_scenes_carry_the_priors_and_held_out_scenes_do_not():
     # uniform colours: 1/6 typical; with the prior ~0.6 + 0.4/6
     assert train_color > 0.5 and test_color < 0.25, (train_color, test_color)
     assert train_partner > test_partner + 0.2, (train_partner, test_partner)
+
+
+def test_the_second_held_out_split_is_drawn_like_test_from_its_own_seed(tmp_path):
+    """`test2` (the demo's held-out split since the third look) has no priors, cycles the subtypes with balanced
+    answers like `test`, shares no scene with it, and loads through `--dataset shapes --data test2`."""
+    assert priors_for("test2") is None
+    color, partner = _prior_rates("test2", 420)
+    test_color, test_partner = _prior_rates("test", 420)
+    assert color < 0.25 and abs(partner - test_partner) < 0.1, (color, partner, test_partner)
+    ys, scenes = collections.Counter(), set()
+    for i in range(140):
+        scene, q = S.generate("test2", i)
+        assert q.subtype == SUBTYPES[i % len(SUBTYPES)]
+        assert S.answer_from_graph(S.scene_graph(scene), q.subtype, q.text) == q.answer
+        ys[q.answer] += 1
+        scenes.add(json.dumps(scene.to_json(), sort_keys=True))
+    assert ys["yes"] == ys["no"] == 70
+    assert not scenes & {json.dumps(S.generate("test", i)[0].to_json(), sort_keys=True) for i in range(140)}
+    recs = load_dataset("shapes", path="test2", images=str(tmp_path), size=14).records
+    assert len(recs) == 14 and recs[0].qid == "shapes-test2-s0-000000" and recs[0].subtype == SUBTYPES[0]
 
 
 def test_training_questions_stay_balanced_and_true():

@@ -1,17 +1,19 @@
 """`make demo`: the whole V-SEAM loop on the bundled model organism, offline, on CPU.
 
     .venv/bin/python -m vseam.demo [--out runs/demo] [--k 4] [--calib-size 4900] [--test-size 700]
-        [--claim-alpha 0.001] [--fresh]
+        [--test-split test2] [--k-grid 1,2,4,5] [--claim-alpha 0.001] [--fresh]
 
 1. the model organism: a tiny LLaVA-1.5 trained on the synthetic `shapes` world (`vseam/organism/weights`);
 2. calibrate on the world's `calib` split (`calibrate --dataset shapes --select-on F`): exact counterfactual
    re-renders (stage 1's `render` editor), Eq-4 triples and activation patching; head attribution on the clean
    images (the authors' Eq-7 split) of every calibration question the model answers wrong and of at most
-   `--max-correct` right ones per subtype; K and the strength α of each level's profile chosen on a held-out part
-   of the calib split; the paper-exact profiles (the fixed `--k`, α = 1) beside them;
+   `--max-correct` right ones per subtype; K (from `--k-grid`, cut to the heads the organism can lose at random:
+   K ≤ 5, 10 heads) and the strength α of each level's profile chosen on a held-out part of the calib split; the
+   paper-exact profiles (the fixed `--k`, α = 1) beside them;
 3. the paper's Table-3 strategies of each level's chosen profile (`vseam eval strategies`);
 4. `vseam serve` with all strategy profiles and the paper-exact profiles loaded (per-request mode);
-5. evaluate through the OpenAI API on the held-out `test` split: original vs w/o negative vs w/o positive vs
+5. evaluate through the OpenAI API on the held-out `test2` split (never answered before the third look at the
+   claim, docs/claim-third-look.md; `test` holds the model card's tables and the first two looks): original vs w/o negative vs w/o positive vs
    random remove vs rescaling (+ rescaling at the paper's fixed K and α = 1), each level answered with its own
    level's profiles, with the exact McNemar test and paired-bootstrap confidence intervals (and the paper's
    Table-18 fold t-test, labelled as such) (`vseam eval`'s GQA task: 7 subtypes, 3 levels);
@@ -19,8 +21,8 @@
    p < `--claim-alpha`, no level behind) and, as the last line, one JSON object with every figure.
 
 Every step writes under `--out` and resumes: a re-run reuses the calibration run dir and the eval answer cache.
-The held-out `test` split is never used for any choice: K and α are chosen on part of the `calib` split, the
-organism was selected on `val`.
+The held-out splits are never used for any choice: K and α are chosen on part of the `calib` split, the organism
+was selected on `val`, and the K grid's cut comes from the random-removal curve on `val`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,27 @@ SERVED_NAME = "shapes-llava"
 BUDGET_S = 10 * 60
 #: the extra arm: each level's heads at the paper's fixed K and full strength (Eq 10)
 PAPER_ARM = "rescaling (paper: fixed K, α=1)"
+
+
+def demo_k_grid() -> tuple[int, ...]:
+    """The K values the demo tries: the calibrator's default grid without the sizes whose positive and negative
+    sets together touch more heads than the organism can lose at random within point 1 of issue 15
+    (`robustness.HEAD_BUDGET`, measured on val), plus the budget's own K."""
+    from vseam.core.defaults import DEFAULT_K_GRID
+    from vseam.organism.robustness import HEAD_BUDGET
+
+    cap = HEAD_BUDGET // 2
+    return tuple(sorted({k for k in DEFAULT_K_GRID if k <= cap} | {cap}))
+
+
+def _k_grid(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(sorted({int(t) for t in text.split(",") if t.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    if not ks or ks[0] < 1:
+        raise argparse.ArgumentTypeError(f"expected K values >= 1, got {text!r}")
+    return ks
 
 
 class DemoError(RuntimeError):
@@ -223,7 +246,8 @@ def benchmark_json(bench: dict) -> dict:
     return out
 
 
-def headline_json(report: dict, profiles: dict[str, pathlib.Path], seconds: float) -> dict:
+def headline_json(report: dict, profiles: dict[str, pathlib.Path], seconds: float, split: str = "test2",
+                  k_grid=()) -> dict:
     """The demo's figures in one object: held-out accuracy per strategy and level, rescaling − original per level
     and overall (McNemar p, 95% paired-bootstrap CI), the report's verdict on the paper's claim, the K and α chosen
     for each level's profile."""
@@ -237,9 +261,11 @@ def headline_json(report: dict, profiles: dict[str, pathlib.Path], seconds: floa
         prof = load_profile(path)
         sel = prof.provenance.selection
         chosen[lv] = {"profile": prof.name, "k": prof.k, "strength": prof.alpha,
+                      "heads_touched": prof.num_heads_selected if prof.alpha > 0 else 0,
                       "held_out_calib_accuracy": None if sel is None else
                       {"unedited": sel.accuracy_unedited, "chosen": sel.accuracy_chosen, "n": sel.held_out_questions}}
-    return {"demo": "vseam", "seconds": round(seconds, 1), "test_questions": report["data"]["records"],
+    return {"demo": "vseam", "seconds": round(seconds, 1), "test_split": split, "k_grid": list(k_grid),
+            "test_questions": report["data"]["records"],
             "accuracy_pct": acc, "rescaling_minus_original": diff,
             "claim": report["claim"], "chosen": chosen,
             "requests_failed": report["requests"]["failed"]}
@@ -262,7 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-correct", type=int, default=100,
                    help="attribute every wrongly answered calib question and at most this many right ones per "
                         "subtype (calibrate --max-correct; 0: attribute every question)")
-    p.add_argument("--test-size", type=int, default=700, help="held-out questions (test split) to evaluate")
+    p.add_argument("--test-size", type=int, default=700, help="held-out questions to evaluate")
+    p.add_argument("--test-split", choices=("test2", "test"), default="test2",
+                   help="the held-out split evaluated (test2, default: fresh for the third look at the claim; test: "
+                        "the model card's split and the first two looks, docs/claim-preregistration.md)")
+    p.add_argument("--k-grid", type=_k_grid, default=None, metavar="K,K,...",
+                   help="the K values tried for each level's profile (default: the calibrator's grid cut to K ≤ "
+                        "HEAD_BUDGET / 2, the heads the organism can lose at random on val, i.e. 1,2,4,5)")
     p.add_argument("--claim-alpha", type=float, default=0.001,
                    help="level at which the paper's claim is judged: rescaling ahead of the unedited model on the test "
                         "questions with McNemar p below it, and no level behind (the issue's 0.001; lower it for a "
@@ -282,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from vseam.organism import CARD_JSON, weights_dir
 
+    k_grid = args.k_grid or demo_k_grid()
     out = pathlib.Path(args.out).resolve()
     if args.fresh and out.exists():
         shutil.rmtree(out)
@@ -309,8 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         calibrate_step(["--dataset", "shapes", "--data", "calib", "--images", str(images),
                         "--dataset-option", f"size={args.calib_size}", "--model", str(weights), "--out", str(calib),
                         "--k", str(args.k),
-                        *(["--select-on", str(args.select_on), "--select-only", ",".join(SEMANTIC_LEVELS)]
-                          if args.select_on > 0 else []),
+                        *(["--select-on", str(args.select_on), "--select-only", ",".join(SEMANTIC_LEVELS),
+                           "--k-grid", ",".join(map(str, k_grid))] if args.select_on > 0 else []),
                         *(["--max-correct", str(args.max_correct)] if args.max_correct > 0 else []),
                         "--patching", str(args.patching), "--batch", "8", *args.calibrate_arg])
         profiles = level_profiles(calib / "profiles", calib / "report.md")
@@ -334,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         steps.start(f"vseam serve with {len(served)} profiles (per request)")
         from vseam.calibrate.datasets import load_dataset
 
-        test = load_dataset("shapes", path="test", images=str(images), size=args.test_size).records
+        test = load_dataset("shapes", path=args.test_split, images=str(images), size=args.test_size).records
         bench_dir, bench = out / "benchmarks", None
         if args.bench_images:
             from vseam.calibrate.datasets.shapes.benchmarks import write_all
@@ -371,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo finished in {total / 60:.1f} min ({per_step})")
         if total > BUDGET_S:
             print(f"note: over the {BUDGET_S // 60}-minute budget on this machine")
-        figures = headline_json(report, profiles, total)
+        figures = headline_json(report, profiles, total, args.test_split, k_grid)
         from vseam.benchmarks.stats import claim_sentence
 
         print("the paper's claim on the test questions: " + claim_sentence(figures["claim"]))

@@ -104,8 +104,8 @@ def load_shapes_dataset(
 ) -> LoadResult:
     """`--dataset shapes`: a split of the synthetic world, rendered into `images` (default: the vseam cache).
 
-    path (`--data`):  the split name — calib (default; for calibration), test (held out: evaluation and the
-                      model card), val (checkpoint selection while training) or train
+    path (`--data`):  the split name — calib (default; for calibration), test (held out: the model card),
+                      test2 (held out: the demo's evaluation), val (checkpoint selection while training) or train
     split:            the same, as a `--dataset-option split=...`
     size:             records generated for the split (default 700 = 100 per subtype; the shared --limit /
                       --fraction / --subtypes options then select from them)
