@@ -111,7 +111,7 @@ def test_demo_runs_end_to_end_on_a_small_slice(tmp_path):
         assert paper["k"] == 4 and "strength" not in paper
 
     report = json.loads((out / "eval" / "report.json").read_text())
-    assert report["requests"]["failed"] == 0
+    assert report["requests"]["failed"] == 0 and report["data"]["files"] == ["shapes:test2"]
     assert report["significance"]["config"]["procedure"].startswith("paper Table-18 procedure")
     md = (out / "eval" / "report.md").read_text()
     assert "McNemar" in md and "## Paper Table-18 procedure" in md

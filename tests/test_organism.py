@@ -131,6 +131,24 @@ def test_removal_curve_scores_the_split_it_is_asked_for():
     assert val["base"] == own
 
 
+def test_overlap_reads_the_presence_questions_of_the_split_it_is_asked_for(tmp_path):
+    """Table 14 can be taken on `test2` (the third look's split) as well as on `test`: every pair is an object-level
+    question of that split whose scene holds the asked shape's training partner, outside the question's boxes."""
+    from vseam.calibrate.datasets.shapes.oracle import parse_question
+    from vseam.calibrate.datasets.shapes.priors import TRAIN_PRIORS
+    from vseam.organism.overlap import prior_records
+
+    for split in ("test", "test2"):
+        pairs = prior_records(70, tmp_path / split, split)
+        assert pairs, split
+        for rec, box in pairs:
+            assert rec.qid.startswith(f"shapes-{split}-") and rec.subtype in ("animal", "vehicle", "indoor")
+            partner = S.scene_of(rec).by_shape(TRAIN_PRIORS.partners[parse_question(rec.question)[1]])
+            assert partner is not None and box == S.object_box(partner) and partner.id not in rec.meta["targets"]
+    assert {r.qid for r, _ in prior_records(70, tmp_path / "a", "test2")}.isdisjoint(
+        {r.qid for r, _ in prior_records(70, tmp_path / "b", "test")})
+
+
 def test_single_head_costs_zero_one_head_at_a_time():
     """Each entry is the accuracy change with that head alone zeroed (checked against the engine directly for two
     heads), per subtype too; `worst` lists the costliest heads first."""

@@ -172,7 +172,7 @@ def level_profiles(folder: pathlib.Path, report: pathlib.Path) -> dict[str, path
 
 
 def evaluate(base_url: str, manifests: dict[str, pathlib.Path], paper: dict[str, str] | None, records,
-             out: pathlib.Path, concurrency: int, task: str = "gqa", source: str = "shapes:test",
+             out: pathlib.Path, concurrency: int, task: str = "gqa", source: str = "shapes:test2",
              claim_alpha: float = 0.001) -> dict:
     """`vseam eval TASK --strategies ...` through the API: with one manifest per level (`attribute=...` etc.) each
     question is answered with its own level's profiles; with a single `None: manifest` entry every question uses
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
 
             paper_names = {lv: load_profile(p).name for lv, p in paper.items()} or None
             report = evaluate(base, manifests, paper_names, test, out / "eval", args.concurrency,
-                              claim_alpha=args.claim_alpha)
+                              source=f"shapes:{args.test_split}", claim_alpha=args.claim_alpha)
             if args.bench_images:
                 bench = evaluate_benchmarks(base, manifests, bench_dir, out / "eval", args.concurrency, steps)
             steps.start("stop the server")

@@ -63,8 +63,9 @@ def accuracy_chart(run: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("shapes test (yes/no)", json.loads((run / "eval" / "report.json").read_text())["headline"],
-               ["attribute", "object", "relation", "avg"])]
+    main = json.loads((run / "eval" / "report.json").read_text())
+    source = (main.get("data", {}).get("files") or ["shapes:test"])[0].replace(":", " ")
+    panels = [(f"{source} (yes/no)", main["headline"], ["attribute", "object", "relation", "avg"])]
     pope = run / "eval" / "pope" / "report.json"
     if pope.exists():
         panels.append(("shapes-POPE", json.loads(pope.read_text())["headline"], ["random", "popular", "adversarial"]))

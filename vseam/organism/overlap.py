@@ -1,8 +1,8 @@
 """Paper Table 14 on the organism, with the planted prior: where do a profile's positive and negative heads look?
 
-    .venv/bin/python -m vseam.organism.overlap PROFILE [PROFILE ...] [--weights DIR] [--n 700]
+    .venv/bin/python -m vseam.organism.overlap PROFILE [PROFILE ...] [--weights DIR] [--n 700] [--split test]
 
-For the held-out `test` split's object-presence questions whose scene also holds the asked shape's training
+For a held-out split's (`test`, or `test2`) object-presence questions whose scene also holds the asked shape's training
 *partner* (the co-occurrence prior of `shapes.priors`), each head's attention from the answer position over the
 image tokens is split into the share on the asked-about object (the record's box: the shape asked about, or the
 same-group shape an edit turns into it) and the share on the prior-carrying partner. The paper's claim (Table 14):
@@ -22,9 +22,9 @@ import numpy as np
 from vseam.organism import WEIGHTS_DIR
 
 
-def prior_records(n: int, images_dir: pathlib.Path):
-    """(record with the target box, partner box) for the first `n` test presence questions whose scene holds the
-    asked shape's partner."""
+def prior_records(n: int, images_dir: pathlib.Path, split: str = "test"):
+    """(record with the target box, partner box) for the presence questions among the first `n` of a held-out
+    split whose scene holds the asked shape's partner."""
     from vseam.calibrate.datasets.shapes import make_record, object_box, scene_of
     from vseam.calibrate.datasets.shapes.oracle import parse_question
     from vseam.calibrate.datasets.shapes.priors import TRAIN_PRIORS
@@ -32,7 +32,7 @@ def prior_records(n: int, images_dir: pathlib.Path):
 
     out = []
     for i in range(n):
-        rec = make_record("test", i, images_dir=images_dir)
+        rec = make_record(split, i, images_dir=images_dir)
         if SUBTYPE_LEVEL.get(rec.subtype) != "object":
             continue
         asked = parse_question(rec.question)[1]
@@ -95,12 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("profiles", nargs="+")
     p.add_argument("--weights", default=str(WEIGHTS_DIR))
     p.add_argument("--n", type=int, default=700)
+    p.add_argument("--split", choices=("test", "test2"), default="test", help="the held-out split read")
     p.add_argument("--json")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     engine = HeadEngine.from_pretrained(args.weights)
     with tempfile.TemporaryDirectory() as tmp:
-        table = overlap_table(engine, [load_profile(x) for x in args.profiles], prior_records(args.n, pathlib.Path(tmp)))
+        table = overlap_table(engine, [load_profile(x) for x in args.profiles], prior_records(args.n, pathlib.Path(tmp), args.split))
     print("\n".join(lines(table)))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(table, indent=1) + "\n")
