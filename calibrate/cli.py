@@ -23,7 +23,8 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _ints(text: str) -> tuple[int, ...]:
+def parse_k_grid(text: str) -> tuple[int, ...]:
+    """`--k-grid`'s value: distinct K values >= 1, sorted (the demo's flag of the same name reads it too)."""
     try:
         values = tuple(sorted({int(t) for t in text.split(",") if t.strip()}))
     except ValueError:
@@ -103,7 +104,7 @@ def add_calibrate_arguments(p: argparse.ArgumentParser) -> None:
                    help="hold out a seeded fraction F of the calibration questions and choose K (from --k-grid) "
                         "and the strength α (0, .25, .5, .75, 1) per profile by accuracy on them; without it "
                         "K = -k and α = 1 (the paper)")
-    g.add_argument("--k-grid", type=_ints, default=DEFAULT_K_GRID, metavar="K,K,...",
+    g.add_argument("--k-grid", type=parse_k_grid, default=DEFAULT_K_GRID, metavar="K,K,...",
                    help=f"--select-on: the K values tried (default {','.join(map(str, DEFAULT_K_GRID))})")
     g.add_argument("--select-only", type=lambda t: tuple(x.strip() for x in t.split(",") if x.strip()), default=(),
                    metavar="GROUP,...",

@@ -32,7 +32,8 @@ def test_demo_k_grid_stays_inside_the_heads_the_organism_can_lose():
     """The demo's default K grid is the calibrator's grid cut so that a profile's positive and negative sets
     together touch at most HEAD_BUDGET heads (the removal curve's largest count within point 1), plus that K."""
     from vseam.core.defaults import DEFAULT_K_GRID
-    from vseam.demo import _k_grid, demo_k_grid
+    from vseam.calibrate.cli import parse_k_grid
+    from vseam.demo import demo_k_grid
     from vseam.organism.robustness import COUNTS, HEAD_BUDGET
 
     assert HEAD_BUDGET in COUNTS  # the budget is a measured point of the card's curve
@@ -40,12 +41,12 @@ def test_demo_k_grid_stays_inside_the_heads_the_organism_can_lose():
     assert grid == (1, 2, 4, 5)
     assert all(2 * k <= HEAD_BUDGET for k in grid) and max(grid) == HEAD_BUDGET // 2
     assert set(grid) - {HEAD_BUDGET // 2} == {k for k in DEFAULT_K_GRID if 2 * k <= HEAD_BUDGET}
-    assert _k_grid("10,2, 4") == (2, 4, 10)
+    assert parse_k_grid("10,2, 4") == (2, 4, 10)  # the demo's --k-grid reads the calibrator's flag value
     import argparse
 
     for bad in ("", "a,2", "0,1"):
         with pytest.raises(argparse.ArgumentTypeError):
-            _k_grid(bad)
+            parse_k_grid(bad)
 
 
 @pytest.mark.vllm

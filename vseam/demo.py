@@ -13,8 +13,8 @@
 3. the paper's Table-3 strategies of each level's chosen profile (`vseam eval strategies`);
 4. `vseam serve` with all strategy profiles and the paper-exact profiles loaded (per-request mode);
 5. evaluate through the OpenAI API on the held-out `test2` split (never answered before the third look at the
-   claim, docs/claim-third-look.md; `test` holds the model card's tables and the first two looks): original vs w/o negative vs w/o positive vs
-   random remove vs rescaling (+ rescaling at the paper's fixed K and α = 1), each level answered with its own
+   claim, docs/claim-third-look.md; `test` holds the model card's tables and the first two looks): original vs
+   w/o negative vs w/o positive vs random remove vs rescaling (+ rescaling at the paper's fixed K and α = 1), each level answered with its own
    level's profiles, with the exact McNemar test and paired-bootstrap confidence intervals (and the paper's
    Table-18 fold t-test, labelled as such) (`vseam eval`'s GQA task: 7 subtypes, 3 levels);
 6. stop the server, print the table and the verdict on the paper's claim (rescaling ahead overall at McNemar
@@ -54,16 +54,6 @@ def demo_k_grid() -> tuple[int, ...]:
 
     cap = HEAD_BUDGET // 2
     return tuple(sorted({k for k in DEFAULT_K_GRID if k <= cap} | {cap}))
-
-
-def _k_grid(text: str) -> tuple[int, ...]:
-    try:
-        ks = tuple(sorted({int(t) for t in text.split(",") if t.strip()}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-    if not ks or ks[0] < 1:
-        raise argparse.ArgumentTypeError(f"expected K values >= 1, got {text!r}")
-    return ks
 
 
 class DemoError(RuntimeError):
@@ -275,6 +265,9 @@ def headline_json(report: dict, profiles: dict[str, pathlib.Path], seconds: floa
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vseam.calibrate.cli import parse_k_grid
+    from vseam.calibrate.datasets.shapes import EVAL_SPLITS
+
     p = argparse.ArgumentParser(prog="python -m vseam.demo", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="runs/demo", help="working directory (resumable)")
     p.add_argument("--k", type=int, default=4, help="the paper-exact profiles' heads per set (fixed in advance)")
@@ -289,10 +282,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="attribute every wrongly answered calib question and at most this many right ones per "
                         "subtype (calibrate --max-correct; 0: attribute every question)")
     p.add_argument("--test-size", type=int, default=700, help="held-out questions to evaluate")
-    p.add_argument("--test-split", choices=("test2", "test"), default="test2",
+    p.add_argument("--test-split", choices=EVAL_SPLITS, default="test2",
                    help="the held-out split evaluated (test2, default: fresh for the third look at the claim; test: "
                         "the model card's split and the first two looks, docs/claim-preregistration.md)")
-    p.add_argument("--k-grid", type=_k_grid, default=None, metavar="K,K,...",
+    p.add_argument("--k-grid", type=parse_k_grid, default=None, metavar="K,K,...",
                    help="the K values tried for each level's profile (default: the calibrator's grid cut to K ≤ "
                         "HEAD_BUDGET / 2, the heads the organism can lose at random on val, i.e. 1,2,4,5)")
     p.add_argument("--claim-alpha", type=float, default=0.001,

@@ -2,8 +2,8 @@
 
     .venv/bin/python -m vseam.organism.overlap PROFILE [PROFILE ...] [--weights DIR] [--n 700] [--split test]
 
-For a held-out split's (`test`, or `test2`) object-presence questions whose scene also holds the asked shape's training
-*partner* (the co-occurrence prior of `shapes.priors`), each head's attention from the answer position over the
+For a held-out split's (`test`, or `test2`) object-presence questions whose scene also holds the asked shape's
+training *partner* (the co-occurrence prior of `shapes.priors`), each head's attention from the answer position over the
 image tokens is split into the share on the asked-about object (the record's box: the shape asked about, or the
 same-group shape an edit turns into it) and the share on the prior-carrying partner. The paper's claim (Table 14):
 positive heads look at the target; negative heads look elsewhere.
@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from vseam.calibrate.datasets.shapes import EVAL_SPLITS
     from vseam.core.engine import HeadEngine
     from vseam.head_profiles import load_profile
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("profiles", nargs="+")
     p.add_argument("--weights", default=str(WEIGHTS_DIR))
     p.add_argument("--n", type=int, default=700)
-    p.add_argument("--split", choices=("test", "test2"), default="test", help="the held-out split read")
+    p.add_argument("--split", choices=EVAL_SPLITS, default="test", help="the held-out split read")
     p.add_argument("--json")
     args = p.parse_args(argv)
     torch.set_num_threads(1)

@@ -142,12 +142,13 @@ def single_table(res: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
+    from vseam.calibrate.datasets.shapes import SPLIT_SEEDS
     from vseam.core.engine import HeadEngine
 
     p = argparse.ArgumentParser(prog="python -m vseam.organism.robustness", description=__doc__.split("\n")[0])
     p.add_argument("--weights", default=str(WEIGHTS_DIR))
     p.add_argument("--n", type=int, default=700)
-    p.add_argument("--split", default=SPLIT, choices=("val", "calib", "test", "test2"))
+    p.add_argument("--split", default=SPLIT, choices=[s for s in SPLIT_SEEDS if s != "train"])
     p.add_argument("--counts", default=",".join(map(str, COUNTS)))
     p.add_argument("--seeds", type=int, default=SEEDS)
     p.add_argument("--json", help="also write the result here")

@@ -36,15 +36,16 @@ from vseam.calibrate.datasets.shapes.edits import ExactEdit, compare_edit, count
 from vseam.calibrate.datasets.shapes.loader import (DATASET, default_images_dir, load_shapes, make_record, qid_of,
                                                     scene_of)
 from vseam.calibrate.datasets.shapes.oracle import all_questions, answer_from_graph
-from vseam.calibrate.datasets.shapes.questions import (DEFAULT_SPLIT_SIZE, SPLIT_SEEDS, Question, apply_edit,
-                                                       generate)
+from vseam.calibrate.datasets.shapes.questions import (DEFAULT_SPLIT_SIZE, EVAL_SPLITS, SPLIT_SEEDS, Question,
+                                                       apply_edit, generate)
 from vseam.calibrate.datasets.shapes.world import (CONTACT, COLORS, GROUP_OF, OPPOSITE, SHAPE_GROUPS, SHAPES, SIZE,
                                                    SPATIAL, TEXTURES, WORLD_VERSION, Obj, Scene, fingerprint,
                                                    grow_mask, in_bounds, object_box, object_mask, render, render_image,
                                                    scene_graph, spatial_holds, touching, world_description)
 
 __all__ = [
-    "COLORS", "CONTACT", "DATASET", "DEFAULT_SPLIT_SIZE", "ExactEdit", "GROUP_OF", "OPPOSITE", "Obj", "Question",
+    "COLORS", "CONTACT", "DATASET", "DEFAULT_SPLIT_SIZE", "EVAL_SPLITS", "ExactEdit", "GROUP_OF", "OPPOSITE", "Obj",
+    "Question",
     "SHAPES", "SHAPE_GROUPS", "SIZE", "SPATIAL", "SPLIT_SEEDS", "Scene", "TEXTURES", "WORLD_VERSION",
     "all_questions", "answer_from_graph", "apply_edit", "compare_edit", "counterfactual", "default_images_dir",
     "exact_pair", "fingerprint", "generate", "grow_mask", "in_bounds", "load_shapes", "make_record",

@@ -24,6 +24,8 @@ from vseam.core.vocab import SUBTYPES
 #: (docs/claim-third-look.md)
 SPLIT_SEEDS = {"train": 11, "val": 17, "calib": 23, "test": 37, "test2": 41}
 DEFAULT_SPLIT_SIZE = {"val": 700, "calib": 700, "test": 700, "test2": 700}
+#: the splits that only ever score (never train, select or calibrate)
+EVAL_SPLITS = ("test", "test2")
 
 class _Retry(Exception):
     """The sampled layout cannot host the question or its counterfactual; draw again."""
