@@ -179,7 +179,7 @@ def ray_scaling(model_dir: pathlib.Path, images, questions, answers, batch: int,
         with RayPool(WorkerSpec(model_dir=str(model_dir), max_rows=256), n) as pool:
             pool.pids()  # every worker has loaded its model copy
             t0 = time.perf_counter()
-            results = dict(pool.map_unordered(chunks, "exact", heads))
+            results = dict(pool.map_unordered("score", (chunk + ("exact", heads) for chunk in chunks)))
             seconds = time.perf_counter() - t0
         deltas = np.concatenate([results[i][1] for i in range(len(chunks))])
         same = True if first is None else bool(np.array_equal(first, deltas))

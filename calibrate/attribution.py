@@ -326,14 +326,14 @@ def attribute_units(
                 item["heads"] = [[l, h, float(delta[i, l, h])] for l, h in heads]
             log.append(item)
 
-    # (images, questions, answers) of each chunk still to do, read lazily; with a pool (a
+    # the arguments of each chunk still to do, images read lazily; with a pool (a
     # `vseam.calibrate.distributed.RayPool`) the driver reads the images and ships them to the workers
     jobs = (([load_image(i.image, f"input {i.key}") for i in inputs], [i.question for i in inputs],
-             [i.answer for i in inputs]) for _, inputs in todo)
+             [i.answer for i in inputs], method, heads) for _, inputs in todo)
     if pool is None:
-        results = ((k, score_chunk(attributor, *job, method, heads)) for k, job in enumerate(jobs))
+        results = enumerate(score_chunk(attributor, *args) for args in jobs)
     else:
-        results = pool.map_unordered(jobs, method, heads)
+        results = pool.map_unordered("score", jobs)
     for index, (base, delta) in results:
         n_units, inputs = todo[index]
         record(inputs, base, delta)
@@ -341,19 +341,26 @@ def attribute_units(
     bar.close()
 
 
-def predict_units(attributor: HeadAttributor, units: Sequence[Unit], log: DoneLog, chunk: int) -> None:
+def predict_units(attributor: HeadAttributor, units: Sequence[Unit], log: DoneLog, chunk: int, pool=None) -> None:
     """The unedited model's answer on every input of `units` into `log` (one row per input: prediction, P(y),
-    correct), in fixed chunks of `chunk` units so that a resumed run batches as an uninterrupted one."""
+    correct), in fixed chunks of `chunk` units so that a resumed run batches as an uninterrupted one (on the
+    workers of `pool` when given)."""
     bar = _progress(len(units), "answer every calibration question")
+    todo = []
     for start in range(0, len(units), chunk):
         inputs = [inp for unit in units[start : start + chunk] for inp in unit]
-        if not all(inp.key in log for inp in inputs):
-            base = attributor.baseline([load_image(i.image, f"input {i.key}") for i in inputs],
-                                       [i.question for i in inputs], [i.answer for i in inputs])
-            for i, inp in enumerate(inputs):
-                if inp.key not in log:
-                    log.append(_answer_row(inp, base, i))
-        bar.update(len(units[start : start + chunk]))
+        if all(inp.key in log for inp in inputs):
+            bar.update(len(units[start : start + chunk]))
+        else:
+            todo.append((len(units[start : start + chunk]), inputs))
+    jobs = (([load_image(i.image, f"input {i.key}") for i in inputs], [i.question for i in inputs],
+             [i.answer for i in inputs]) for _, inputs in todo)
+    bases = (attributor.baseline(*args) for args in jobs) if pool is None else pool.map("baseline", jobs)
+    for (n_units, inputs), base in zip(todo, bases):
+        for i, inp in enumerate(inputs):
+            if inp.key not in log:
+                log.append(_answer_row(inp, base, i))
+        bar.update(n_units)
     bar.close()
 
 

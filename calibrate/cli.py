@@ -139,8 +139,9 @@ def add_calibrate_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--restart", action="store_true", help="discard the run dir's recorded results and start over")
     g.add_argument("--workers", type=int, default=0,
-                   help="head attribution on N Ray workers, each with its own model copy (default 0: this process; "
-                        "needs pip install 'vseam[ray]')")
+                   help="run the model passes (Eq-4 scoring, --max-correct answers, head attribution, the K / α grid) "
+                        "on N Ray workers, each with its own model copy; same batches, same profile (default 0: this "
+                        "process; needs pip install 'vseam[ray]')")
     g.add_argument("--ray-address", help="join this Ray cluster (e.g. ray://head:10001 or auto); default a local Ray")
     g.add_argument("--device", default="cpu")
     g.add_argument("--dtype", default="float32", choices=DTYPES)

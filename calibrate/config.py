@@ -196,7 +196,7 @@ class CalibrateConfig:
     overlap_images: int = 32
     device: str = "cpu"
     dtype: str = "float32"
-    #: head attribution on this many Ray workers (0: in this process); not part of the run's identity, so a run
+    #: the model passes on this many Ray workers (0: in this process); not part of the run's identity, so a run
     #: may resume with another worker count and gets the same profile
     workers: int = 0
     ray_address: str | None = None

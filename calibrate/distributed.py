@@ -1,15 +1,17 @@
-"""Head attribution on Ray workers (`calibrate ... --workers N [--ray-address ADDR]`).
+"""Where a calibration's model passes run: this process, or Ray workers (`calibrate ... --workers N
+[--ray-address ADDR]`).
 
-The single-process run (`vseam.calibrate.attribution.attribute_units`) scores a run's inputs in fixed chunks of
-`--batch` questions and appends one row per input to the run directory's log. With `--workers N` the *same chunks*
-go to N Ray actors, each holding its own copy of the model (one GPU per actor when the cluster has enough GPUs,
-else an equal share of the CPU threads), and the driver appends each chunk's rows to the same log as chunks
-finish. So:
+Stage 2 of a run (and stage 1's Eq-4 scoring) is a series of *tasks* over fixed chunks of inputs: answer a batch of
+yes/no questions under optional head scales (`binary`: Eq-4 scoring, the held-out K / α grid), answer with the
+unedited model (`baseline`: `--max-correct`), or score every head (`score`: Eq 5-7). The same chunks run either on
+the driver's own model (`LocalRunner`) or on N Ray actors, each holding its own copy of the model (one GPU per
+actor when the cluster has enough GPUs, else an equal share of the CPU threads) (`RayPool`). So:
 
-* the Δp of every input, hence the profile, is what the single-process run computes (same batches, same code);
+* every number a run records, hence the profile, is what the single-process run computes (same batches, same
+  code; on CPU at the same thread count per process);
 * Ray restarts an actor that dies and retries its chunk (`max_restarts`, `max_task_retries`): a killed worker
-  costs at most the chunk it was computing; a killed driver resumes from the log with the same command;
-* the progress bar counts questions done over all workers.
+  costs at most the chunk it was computing; a killed driver resumes from the run directory with the same command;
+* results come back in chunk order (`map`) or as they finish (`map_unordered`, for logs that record each chunk).
 
 The driver reads the images and ships them with each chunk, so workers need the model (a shared path or the hub
 cache) but not the dataset. Ray is an optional extra (`pip install 'vseam[ray]'`, installed by the project's setup).
@@ -47,8 +49,54 @@ class WorkerSpec:
     device: str = "cpu"
 
 
-class AttributionWorker:
-    """One Ray actor: a model copy and a `HeadAttributor` that scores whole chunks."""
+def run_task(host, task: str, args: tuple) -> Any:
+    """Run one chunk's `task` on `host` (its `engine`, a `HeadEngine`, and its `attributor`, a
+    `vseam.calibrate.attribution.HeadAttributor` of that engine):
+
+    * `binary` (images, questions, scales): P(yes), P(no) per row under per-head `scales` (None: unedited), as
+      float32 arrays;
+    * `baseline` (images, questions, answers): the unedited model's `Baseline`;
+    * `score` (images, questions, answers, method, heads): a chunk's baseline and Δp (`score_chunk`).
+    """
+    from vseam.calibrate.attribution import score_chunk
+
+    if task == "binary":
+        images, questions, scales = args
+        probs = host.engine.binary(images, questions, scales)
+        return probs["yes"].numpy(), probs["no"].numpy()
+    if task == "baseline":
+        return host.attributor.baseline(*args)
+    if task == "score":
+        return score_chunk(host.attributor, *args)
+    raise ValueError(f"unknown calibration task {task!r}")
+
+
+class LocalRunner:
+    """The chunks run one after another on the driver's own model."""
+
+    def __init__(self, engine, attributor=None, max_rows: int = 32):
+        self.engine = engine
+        self._attributor = attributor
+        self.max_rows = max_rows
+
+    @property
+    def attributor(self):
+        if self._attributor is None:
+            from vseam.calibrate.attribution import HeadAttributor
+
+            self._attributor = HeadAttributor(self.engine, max_rows=self.max_rows)
+        return self._attributor
+
+    def map(self, task: str, jobs: Iterable[tuple]) -> Iterator[Any]:
+        for args in jobs:
+            yield run_task(self, task, args)
+
+    def map_unordered(self, task: str, jobs: Iterable[tuple]) -> Iterator[tuple[int, Any]]:
+        return enumerate(self.map(task, jobs))
+
+
+class CalibrationWorker:
+    """One Ray actor: a model copy and a `HeadAttributor` that runs whole chunks (`run_task`)."""
 
     def __init__(self, spec: WorkerSpec):
         import torch
@@ -57,20 +105,18 @@ class AttributionWorker:
         from vseam.core.engine import HeadEngine
 
         torch.set_num_threads(spec.threads)
-        engine = HeadEngine.from_pretrained(spec.model_dir, dtype=getattr(torch, spec.dtype), device=spec.device)
-        self.attributor = HeadAttributor(engine, max_rows=spec.max_rows)
+        self.engine = HeadEngine.from_pretrained(spec.model_dir, dtype=getattr(torch, spec.dtype), device=spec.device)
+        self.attributor = HeadAttributor(self.engine, max_rows=spec.max_rows)
 
     def pid(self) -> int:
         return os.getpid()
 
-    def score(self, images, questions, answers, method: str, heads) -> tuple[Any, Any]:
-        from vseam.calibrate.attribution import score_chunk
-
-        return score_chunk(self.attributor, images, questions, answers, method, heads)
+    def run(self, task: str, args: tuple) -> Any:
+        return run_task(self, task, args)
 
 
 class RayPool:
-    """N attribution actors on a Ray cluster (a local one unless `address` is given)."""
+    """N calibration actors on a Ray cluster (a local one unless `address` is given)."""
 
     def __init__(self, spec: WorkerSpec, workers: int, address: str | None = None):
         if workers < 1:
@@ -89,7 +135,7 @@ class RayPool:
         use_gpu = spec.device != "cpu" and gpus >= workers
         threads = max(1, cpus // workers)
         spec = dataclasses.replace(spec, threads=threads, device="cuda" if use_gpu else "cpu")
-        actor = ray.remote(AttributionWorker).options(num_cpus=min(threads, cpus), num_gpus=1 if use_gpu else 0,
+        actor = ray.remote(CalibrationWorker).options(num_cpus=min(threads, cpus), num_gpus=1 if use_gpu else 0,
                                                       **ACTOR_OPTIONS)
         self.actors = [actor.remote(spec) for _ in range(workers)]
         self.spec = spec
@@ -97,9 +143,9 @@ class RayPool:
     def pids(self) -> list[int]:
         return self.ray.get([a.pid.remote() for a in self.actors])
 
-    def map_unordered(self, jobs: Iterable[tuple], method: str, heads) -> Iterator[tuple[int, tuple]]:
-        """(index, result) for each job (images, questions, answers) as workers finish them; one job per worker at
-        a time, so a dead worker holds at most one chunk."""
+    def map_unordered(self, task: str, jobs: Iterable[tuple]) -> Iterator[tuple[int, Any]]:
+        """(index, result) of `task` on each job (its arguments) as workers finish them; one job per worker at a
+        time, so a dead worker holds at most one chunk."""
         ray = self.ray
         jobs = iter(enumerate(jobs))
         running: dict[Any, tuple[int, Any]] = {}
@@ -108,8 +154,8 @@ class RayPool:
             nxt = next(jobs, None)
             if nxt is None:
                 return False
-            i, (images, questions, answers) = nxt
-            running[actor.score.remote(images, questions, answers, method, heads)] = (i, actor)
+            i, args = nxt
+            running[actor.run.remote(task, tuple(args))] = (i, actor)
             return True
 
         for actor in self.actors:
@@ -122,6 +168,16 @@ class RayPool:
             result = ray.get(ref)
             submit(actor)
             yield i, result
+
+    def map(self, task: str, jobs: Iterable[tuple]) -> Iterator[Any]:
+        """The results of `task` on each job, in job order (a finished chunk waits for the ones before it)."""
+        waiting: dict[int, Any] = {}
+        nxt = 0
+        for i, result in self.map_unordered(task, jobs):
+            waiting[i] = result
+            while nxt in waiting:
+                yield waiting.pop(nxt)
+                nxt += 1
 
     def close(self) -> None:
         for a in self.actors:
@@ -138,3 +194,7 @@ class RayPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+__all__ = ["ACTOR_OPTIONS", "CalibrationWorker", "LocalRunner", "RayPool", "WorkerSpec", "import_ray",
+           "run_task"]

@@ -163,13 +163,15 @@ class Stage1:
     counts: dict
 
 
-def run_stage1(config: CalibrateConfig, run: RunDir, engine, model_dir: pathlib.Path, say: Say = _say) -> Stage1:
+def run_stage1(config: CalibrateConfig, run: RunDir, engine, model_dir: pathlib.Path, say: Say = _say,
+               pool=None) -> Stage1:
     """Dataset -> counterfactual questions, masks, edits, quality gate -> Eq-4 triples (or what `--triples` /
     `--questions` give instead).
 
     Runs `vseam.calibrate.edit` into <run>/stage1/edits and `vseam.calibrate.select` into <run>/stage1/triples
     (resumable run dirs of their own). The quality gate's drift check uses the calibrated model's own vision tower
-    (the engine already loaded). Records are loaded whole: `--fraction` is stage 2's.
+    (the engine already loaded). Records are loaded whole: `--fraction` is stage 2's. `pool`: Ray workers for the
+    Eq-4 scoring (`vseam.calibrate.distributed.RayPool`).
     """
     if config.triples:
         triples = load_triples(config.triples)
@@ -197,7 +199,7 @@ def run_stage1(config: CalibrateConfig, run: RunDir, engine, model_dir: pathlib.
     pairs = sorted((p for p in job.pairs() if p.record.qid in wanted), key=lambda p: wanted[p.record.qid])
     sel_run = selection_run(run.path("stage1", "triples"), model_dir, restart=config.restart)
     triples, sel = select_triples(engine, pairs, cache=sel_run.log("scores"), batch_size=8,
-                                  eq4_filter=not config.no_eq4_filter)
+                                  eq4_filter=not config.no_eq4_filter, pool=pool)
     if config.no_eq4_filter:
         selection = {"eq4_filter": "off (--no-eq4-filter)", "pairs": len(pairs), "kept": len(triples)}
         say(f"--no-eq4-filter: all {len(triples)} edited yes/no pairs are used as triples")
@@ -269,10 +271,11 @@ def write_attributed(run: RunDir, units: Sequence[Unit], triples: Sequence[Tripl
     return kept
 
 
-def sample_correct_units(config: CalibrateConfig, engine, inputs: Attributed, run: RunDir, say: Say = _say
-                         ) -> Attributed:
+def sample_correct_units(config: CalibrateConfig, engine, inputs: Attributed, run: RunDir, say: Say = _say,
+                         pool=None) -> Attributed:
     """`--max-correct N`: answer every attributed question once with the unedited model (predictions.jsonl), then
-    keep every incorrectly answered one and at most N correctly answered ones per subtype."""
+    keep every incorrectly answered one and at most N correctly answered ones per subtype (on the workers of
+    `pool` when given)."""
     from vseam.calibrate.attribution import HeadAttributor, predict_units
     from vseam.calibrate.inputs import sample_correct
 
@@ -280,7 +283,7 @@ def sample_correct_units(config: CalibrateConfig, engine, inputs: Attributed, ru
     if cfg.max_correct is None:
         return inputs
     log = run.log("predictions", key="key")
-    predict_units(HeadAttributor(engine, max_rows=config.max_rows), inputs.units, log, PREDICT_CHUNK)
+    predict_units(HeadAttributor(engine, max_rows=config.max_rows), inputs.units, log, PREDICT_CHUNK, pool=pool)
     correct = {row["key"]: bool(row["correct"]) for row in log}
     units = sample_correct(inputs.units, correct, cfg.max_correct, cfg.seed)
     triples = write_attributed(run, units, inputs.triples)
@@ -349,8 +352,9 @@ def attribute(config: CalibrateConfig, engine, units: Sequence[Unit], run: RunDi
 
 
 @contextlib.contextmanager
-def attribution_pool(config: CalibrateConfig, model_dir, say: Say = _say):
-    """Ray workers for head attribution when `--workers N` asks for them (else None: attribute in this process)."""
+def worker_pool(config: CalibrateConfig, model_dir, say: Say = _say):
+    """Ray workers for the model passes of a run (Eq-4 scoring, `--max-correct` answers, head attribution, the K / α
+    grid) when `--workers N` asks for them (else None: everything runs in this process)."""
     if not config.workers:
         yield None
         return
@@ -359,8 +363,8 @@ def attribution_pool(config: CalibrateConfig, model_dir, say: Say = _say):
     spec = WorkerSpec(model_dir=str(model_dir), dtype=config.dtype, max_rows=config.max_rows, device=config.device)
     with RayPool(spec, config.workers, config.ray_address) as pool:
         where = f"Ray cluster {config.ray_address}" if config.ray_address else "a local Ray"
-        say(f"head attribution on {config.workers} Ray workers ({where}; {pool.spec.device}, "
-            f"{pool.spec.threads} threads each)")
+        say(f"Eq-4 scoring, answers, head attribution and the K / α grid on {config.workers} Ray workers ({where}; "
+            f"{pool.spec.device}, {pool.spec.threads} threads each)")
         yield pool
 
 
@@ -390,32 +394,33 @@ def calibrate(config: CalibrateConfig, say: Say = _say) -> pathlib.Path:
     engine = HeadEngine.from_pretrained(str(model_dir), dtype=getattr(torch, config.dtype), device=config.device)
     timings: dict[str, float] = {}
 
-    t0 = time.time()
-    stage1 = run_stage1(config, run, engine, model_dir, say)
-    timings["stage1_s"] = time.time() - t0
-    inputs = sample_correct_units(config, engine, calibration_inputs(config, stage1, run, say), run, say)
-
-    t0 = time.time()
-    patch_summaries = {}
-    if cfg.patching and inputs.triples:
-        patcher = ActivationPatcher(engine, max_rows=config.max_rows)
-        patch_summaries = patch_triples(patcher, inputs.triples, run, cfg.patching, cfg.per_subtype)
-    elif cfg.patching:
-        say("activation patching skipped: no Eq-4 triples among the attributed questions")
-    timings["patching_s"] = time.time() - t0
-
-    t0 = time.time()
-    with attribution_pool(config, model_dir, say) as pool:
-        scores = attribute(config, engine, inputs.units, run, say, pool=pool)
-    timings["attribution_s"] = time.time() - t0
-
-    chosen = None
-    if cfg.select_on is not None:
+    with worker_pool(config, model_dir, say) as pool:
         t0 = time.time()
-        chosen = select_strength(engine, run, scores.groups, inputs.held, fingerprint, cfg, scores.method_label,
-                                 config.dataset.name, scores.allowed, say)
-        timings["selection_s"] = time.time() - t0
-        grid_figure(list(chosen.values()), run.sub("selection.png"))
+        stage1 = run_stage1(config, run, engine, model_dir, say, pool=pool)
+        timings["stage1_s"] = time.time() - t0
+        inputs = sample_correct_units(config, engine, calibration_inputs(config, stage1, run, say), run, say,
+                                      pool=pool)
+
+        t0 = time.time()
+        patch_summaries = {}
+        if cfg.patching and inputs.triples:
+            patcher = ActivationPatcher(engine, max_rows=config.max_rows)
+            patch_summaries = patch_triples(patcher, inputs.triples, run, cfg.patching, cfg.per_subtype)
+        elif cfg.patching:
+            say("activation patching skipped: no Eq-4 triples among the attributed questions")
+        timings["patching_s"] = time.time() - t0
+
+        t0 = time.time()
+        scores = attribute(config, engine, inputs.units, run, say, pool=pool)
+        timings["attribution_s"] = time.time() - t0
+
+        chosen = None
+        if cfg.select_on is not None:
+            t0 = time.time()
+            chosen = select_strength(engine, run, scores.groups, inputs.held, fingerprint, cfg, scores.method_label,
+                                     config.dataset.name, scores.allowed, say, pool=pool)
+            timings["selection_s"] = time.time() - t0
+            grid_figure(list(chosen.values()), run.sub("selection.png"))
 
     paths = write_profiles(run, scores.groups, fingerprint, cfg, scores.method_label, config.dataset.name,
                            scores.allowed, say, chosen=chosen)

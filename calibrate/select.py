@@ -69,8 +69,12 @@ def _open(path: str) -> Image.Image:
         return im.convert("RGB")
 
 
-def score_pairs(engine, pairs: Sequence[EditedPair], cache: DoneLog | None, batch_size: int, progress: bool) -> dict:
-    """key -> cached scores {p_yes_clean, p_no_clean, p_yes_edited, p_no_edited}; scores what is missing."""
+def score_pairs(engine, pairs: Sequence[EditedPair], cache: DoneLog | None, batch_size: int, progress: bool,
+                pool=None) -> dict:
+    """key -> cached scores {p_yes_clean, p_no_clean, p_yes_edited, p_no_edited}; scores what is missing (on the
+    workers of `pool` when given: a `vseam.calibrate.distributed.RayPool`)."""
+    from vseam.calibrate.distributed import LocalRunner
+
     keys = [pair_key(p) for p in pairs]
     have = {k: cache.get(k) for k in keys if cache is not None and k in cache}
     todo = [(k, p) for k, p in zip(keys, pairs) if k not in have]
@@ -80,12 +84,11 @@ def score_pairs(engine, pairs: Sequence[EditedPair], cache: DoneLog | None, batc
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), desc="eq4", unit="pair", dynamic_ncols=True)
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
-        images = [_open(p.clean_image) for _, p in chunk] + [_open(p.edited_image) for _, p in chunk]
-        questions = [p.record.question for _, p in chunk] * 2
-        probs = engine.binary(images, questions)
-        yes, no = probs["yes"].tolist(), probs["no"].tolist()
+    chunks = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+    jobs = (([_open(p.clean_image) for _, p in chunk] + [_open(p.edited_image) for _, p in chunk],
+             [p.record.question for _, p in chunk] * 2, None) for chunk in chunks)
+    for chunk, (yes, no) in zip(chunks, (pool or LocalRunner(engine)).map("binary", jobs)):
+        yes, no = yes.tolist(), no.tolist()
         n = len(chunk)
         for i, (k, p) in enumerate(chunk):
             row = {
@@ -114,9 +117,11 @@ def select_triples(
     batch_size: int = 8,
     progress: bool = True,
     eq4_filter: bool = True,
+    pool=None,
 ) -> tuple[list[Triple], SelectionSummary]:
     """Eq-4 triples among `pairs` (yes/no questions only), with counts per subtype; without `eq4_filter` (a
-    debugging aid for models that never satisfy Eq 4) every yes/no pair is kept as a triple."""
+    debugging aid for models that never satisfy Eq 4) every yes/no pair is kept as a triple. `pool`: score the
+    pairs on Ray workers (`vseam.calibrate.distributed.RayPool`)."""
     skipped: collections.Counter = collections.Counter()
     binary = []
     for p in pairs:
@@ -124,7 +129,7 @@ def select_triples(
             skipped["not a yes/no question"] += 1
         else:
             binary.append(p)
-    res = score_pairs(engine, binary, cache, batch_size, progress)
+    res = score_pairs(engine, binary, cache, batch_size, progress, pool)
     counts: dict[str, dict[str, int]] = {}
     triples = []
     for key, p in zip(res["keys"], binary):

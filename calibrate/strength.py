@@ -84,15 +84,21 @@ def gain_p_value(edited: np.ndarray, unedited: np.ndarray) -> float:
     return mcnemar(edited, unedited, alternative="greater")["p"]
 
 
-def held_out_correct(engine, records: Sequence[VQARecord], scales: np.ndarray | None, batch: int = 16) -> np.ndarray:
-    """Per question: does the model (under per-head `scales`, None = unedited) answer the yes/no question right?"""
+def held_out_correct(engine, records: Sequence[VQARecord], scales: np.ndarray | None, batch: int = 16,
+                     images: Sequence | None = None, pool=None) -> np.ndarray:
+    """Per question: does the model (under per-head `scales`, None = unedited) answer the yes/no question right?
+
+    `images`: the records' images already read (else they are read here); `pool`: run the batches on Ray workers
+    (`vseam.calibrate.distributed.RayPool`), same batches, same numbers."""
+    from vseam.calibrate.distributed import LocalRunner
+
+    if images is None:
+        images = [load_image(r.image, f"question {r.qid}") for r in records]
+    starts = range(0, len(records), batch)
+    jobs = ((images[s : s + batch], [r.question for r in records[s : s + batch]], scales) for s in starts)
     out = []
-    for start in range(0, len(records), batch):
-        chunk = records[start : start + batch]
-        probs = engine.binary([load_image(r.image, f"question {r.qid}") for r in chunk], [r.question for r in chunk],
-                              scales)
-        pred_yes = (probs["yes"] >= probs["no"]).numpy()
-        out.append(pred_yes == np.array([r.answer == "yes" for r in chunk]))
+    for start, (yes, no) in zip(starts, (pool or LocalRunner(engine)).map("binary", jobs)):
+        out.append((yes >= no) == np.array([r.answer == "yes" for r in records[start : start + batch]]))
     return np.concatenate(out) if out else np.zeros(0, dtype=bool)
 
 
@@ -105,18 +111,23 @@ def choose(
     strengths: Sequence[float] = STRENGTHS,
     on_progress: Callable[[], None] | None = None,
     significance: float | None = None,
+    pool=None,
 ) -> GridResult:
     """Evaluate every (K, α) on `records` (the group's held-out questions) and pick the best (see `best`); with
     `significance` < 1, keep it only if it beats the unedited model at that level / the number of candidates
     (exact one-sided McNemar on the held-out questions), else choose α = 0.
 
-    profiles: K -> the group's Eq-10 profile with that K (λ as calibrated, no strength)."""
+    profiles: K -> the group's Eq-10 profile with that K (λ as calibrated, no strength); `pool`: evaluate on Ray
+    workers (`vseam.calibrate.distributed.RayPool`)."""
     right: dict[tuple[int, float], np.ndarray] = {}  # (K, α) -> per held-out question: answered right?
+    images: list = []  # the held-out images, read once for all candidates (when one is still to evaluate)
 
     def accuracy(k: int, strength: float, key: str, scales: np.ndarray | None) -> float:
         row = log.get(key)
         if row is None:
-            correct = held_out_correct(engine, records, scales)
+            if not images:
+                images.extend(load_image(r.image, f"question {r.qid}") for r in records)
+            correct = held_out_correct(engine, records, scales, images=images, pool=pool)
             row = {"key": key, "group": group, "n": len(records), "correct": int(correct.sum()),
                    "accuracy": float(correct.mean()) if len(records) else 0.0,
                    "right": "".join("1" if c else "0" for c in correct)}
@@ -155,8 +166,9 @@ def choose(
 
 def select_strength(engine, run: RunDir, scores: dict[str, Any], held: Sequence[VQARecord], fingerprint: Fingerprint,
                     cfg: Stage2Config, method_label: str, dataset: str, allowed: np.ndarray | None,
-                    say: Callable[[str], None]) -> dict[str, GridResult]:
-    """`--select-on`: per profile group, the held-out accuracy of every (K, α) and the chosen candidate."""
+                    say: Callable[[str], None], pool=None) -> dict[str, GridResult]:
+    """`--select-on`: per profile group, the held-out accuracy of every (K, α) and the chosen candidate (on the
+    workers of `pool` when given)."""
     from tqdm import tqdm
 
     from vseam.calibrate.profiles import EmptyProfileError, build_profile, groups_of, profile_name, run_provenance
@@ -184,7 +196,7 @@ def select_strength(engine, run: RunDir, scores: dict[str, Any], held: Sequence[
         bar = tqdm(total=1 + len(profiles) * (len(STRENGTHS) - 1), unit="candidate", dynamic_ncols=True,
                    desc=f"select K, α ({group}, {len(members)} held out)")
         res = choose(engine, group, members, profiles, log, on_progress=lambda: bar.update(1),
-                     significance=cfg.select_significance)
+                     significance=cfg.select_significance, pool=pool)
         bar.close()
         out[group] = res
         guard = ""

@@ -76,7 +76,7 @@ def test_two_ray_workers_write_byte_identical_profiles(planted_dir, triples_file
     out = tmp_path / "ray"
     same_start(reference, out)
     assert main(calibrate_argv(planted_dir, triples_file, out, *OPTS, "--workers", "2")) == 0
-    assert "head attribution on 2 Ray workers" in capsys.readouterr().out
+    assert "head attribution and the K / α grid on 2 Ray workers" in capsys.readouterr().out
     assert_same_profiles(reference, out)
 
 
@@ -146,3 +146,66 @@ def test_workers_without_ray_or_with_bad_values_say_what_to_do(planted_dir, trip
     err = capsys.readouterr().err
     assert "pip install 'vseam[ray]'" in err
     assert not (tmp_path / "c").exists()  # refused before the run dir or any model
+
+
+def _rows(path, key):
+    return {row[key]: row for row in map(json.loads, path.read_text().splitlines())}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_every_model_pass_of_a_shapes_run_on_ray_workers_records_the_same_numbers(tmp_path, monkeypatch):
+    """A whole run of the demo's kind on the committed organism — stage 1's Eq-4 scoring, the --max-correct answers,
+    head attribution, the held-out K / α grid — once in this process at one thread and once on 2 Ray workers:
+    every recorded per-input number and every profile byte (their shared creation time aside) agree."""
+    import torch
+
+    from vseam.calibrate import distributed
+    from vseam.calibrate.cli import main
+    from vseam.organism import WEIGHTS_DIR
+
+    on_workers: dict[str, int] = {}  # task -> chunks the Ray workers ran
+    original = distributed.RayPool.map_unordered
+
+    def counted(self, task, jobs):
+        for i, result in original(self, task, jobs):
+            on_workers[task] = on_workers.get(task, 0) + 1
+            yield i, result
+
+    monkeypatch.setattr(distributed.RayPool, "map_unordered", counted)
+
+    def argv(out, *extra):
+        return ["--dataset", "shapes", "--data", "calib", "--images", str(tmp_path / "images"), "--dataset-option",
+                "size=140", "--model", str(WEIGHTS_DIR), "--out", str(out), "--k", "2", "--select-on", "0.3",
+                "--select-only", "attribute,object,relation", "--k-grid", "1,2", "--max-correct", "4", "--patching",
+                "0", "--batch", "8", *extra]
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # what each of the 2 workers gets on a 2-core machine, as the demo's driver runs
+    try:
+        assert main(argv(tmp_path / "one")) == 0
+    finally:
+        torch.set_num_threads(before)
+    ray_run = tmp_path / "ray"
+    ray_run.mkdir()
+    for name in ("run.json", "config.json"):
+        shutil.copy(tmp_path / "one" / name, ray_run / name)
+    assert main(argv(ray_run, "--workers", "2")) == 0
+    assert not on_workers.keys() ^ {"binary", "baseline", "score"}, on_workers  # every kind of pass went to Ray
+    eq4_chunks = -(-len(_rows(ray_run / "stage1/triples/scores.jsonl", "id")) // 8)
+    assert on_workers["binary"] > eq4_chunks  # Eq-4 scoring and then the held-out grid
+
+    one, two = tmp_path / "one", ray_run
+    for log, key in (("stage1/triples/scores.jsonl", "id"), ("predictions.jsonl", "key"),
+                     ("attribution-exact.jsonl", "key"), ("selection.jsonl", "key")):
+        a, b = _rows(one / log, key), _rows(two / log, key)
+        assert a and a == b, log
+    grid = _rows(one / "selection.jsonl", "key")
+    from vseam.core.defaults import STRENGTHS
+
+    assert len(grid) == 3 * (1 + 2 * (len(STRENGTHS) - 1))  # per level: unedited + 2 K x every α > 0
+    assert all(len(row["right"]) == row["n"] > 0 for row in grid.values())
+    profiles = sorted(p.relative_to(one) for p in (one / "profiles").rglob("*.json"))
+    assert len(profiles) >= 4
+    for rel in profiles:
+        assert (two / rel).read_bytes() == (one / rel).read_bytes(), rel
