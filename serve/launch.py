@@ -80,6 +80,45 @@ def stop(proc: subprocess.Popen, grace: float = 30.0) -> None:
         proc.wait(timeout=30)
 
 
+def start(cmd: Sequence[str], log: os.PathLike | str, env: Mapping[str, str] | None = None, *,
+          port: int | None = None) -> tuple[str, subprocess.Popen]:
+    """Start `cmd` in its own process group (every "{port}" in it becomes the port) without waiting for it:
+    (base_url, process). `env` is added to this process's environment (VLLM_CPU_OMP_THREADS_BIND defaults to
+    "auto"); the output goes to `log`. Stop it with `stop`."""
+    port = port or free_port()
+    full_env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")}
+    full_env.update(env or {})
+    argv = [str(a).replace("{port}", str(port)) for a in cmd]
+    with open(log, "w") as fh:
+        # the default SIGINT disposition, so `stop` shuts the server down cleanly even when this process was started
+        # with SIGINT ignored (a background job of a shell without job control)
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
+                                preexec_fn=_default_sigint)
+    return f"http://127.0.0.1:{port}", proc
+
+
+def wait_healthy(base: str, proc: subprocess.Popen, log: os.PathLike | str, *, timeout: float = 300.0,
+                 name: str = "server", waiting: Callable[[float], None] | None = None,
+                 waiting_every: float = 10.0) -> None:
+    """Return once GET `base`/health is 200. If the process exits first, `ServerError`; if /health does not answer
+    within `timeout` seconds (counted from this call), `ServerTimeout` — both quote the log's last lines.
+    `waiting(seconds)` (if given) is called about every `waiting_every` seconds while waiting."""
+    t0, reported = time.time(), 0.0
+    while True:
+        if proc.poll() is not None:
+            raise ServerError(f"{name} exited with {proc.returncode}; last lines of {log}:\n{tail(log)}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return
+        waited = time.time() - t0
+        if waited > timeout:
+            raise ServerTimeout(f"{name} not healthy after {timeout:.0f}s; last lines of {log}:\n{tail(log)}")
+        if waiting is not None and waited - reported >= waiting_every:
+            reported = waited
+            waiting(waited)
+        time.sleep(1)
+
+
 @contextlib.contextmanager
 def launch(
     cmd: Sequence[str],
@@ -93,39 +132,11 @@ def launch(
     waiting: Callable[[float], None] | None = None,
     waiting_every: float = 10.0,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Start `cmd` (every "{port}" in it becomes the port), yield (base_url, process) once GET /health is 200.
-
-    `env` is added to this process's environment (VLLM_CPU_OMP_THREADS_BIND defaults to "auto"). The server's
-    output goes to `log`. If the process exits first, `ServerError` is raised; if /health does not answer within
-    `timeout` seconds, `ServerTimeout` — both quote the log's last lines. `waiting(seconds)` (if given) is called
-    about every `waiting_every` seconds while waiting. On leaving, the process group is always stopped (`stop`).
-    """
-    port = port or free_port()
-    log = pathlib.Path(log)
-    full_env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")}
-    full_env.update(env or {})
-    argv = [str(a).replace("{port}", str(port)) for a in cmd]
-    with open(log, "w") as fh:
-        # the default SIGINT disposition, so `stop` shuts the server down cleanly even when this process was started
-        # with SIGINT ignored (a background job of a shell without job control)
-        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
-                                preexec_fn=_default_sigint)
-    base = f"http://127.0.0.1:{port}"
+    """Start `cmd` (`start`), yield (base_url, process) once GET /health is 200 (`wait_healthy`). On leaving, the
+    process group is always stopped (`stop`)."""
+    base, proc = start(cmd, log, env, port=port)
     try:
-        t0, reported = time.time(), 0.0
-        while True:
-            if proc.poll() is not None:
-                raise ServerError(f"{name} exited with {proc.returncode}; last lines of {log}:\n{tail(log)}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            waited = time.time() - t0
-            if waited > timeout:
-                raise ServerTimeout(f"{name} not healthy after {timeout:.0f}s; last lines of {log}:\n{tail(log)}")
-            if waiting is not None and waited - reported >= waiting_every:
-                reported = waited
-                waiting(waited)
-            time.sleep(1)
+        wait_healthy(base, proc, log, timeout=timeout, name=name, waiting=waiting, waiting_every=waiting_every)
         yield base, proc
     finally:
         stop(proc, grace)

@@ -62,9 +62,15 @@ def test_demo_runs_end_to_end_on_a_small_slice(tmp_path):
         capture_output=True, text=True, env=env, timeout=1500,
     )
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    for step in ("[1/8] model organism", "[2/8] calibrate", "[4/8] vseam serve", "[5/8] evaluate", "[6/8] evaluate shapes-POPE",
-                 "[7/8] evaluate shapes-COCO-QA", "server stopped"):
+    for step in ("[1/9] model organism", "[2/9] start vseam serve in the background", "[3/9] calibrate",
+                 "[5/9] vseam serve: wait until it is up, load 15 profiles", "[6/9] evaluate",
+                 "[7/9] evaluate shapes-POPE", "[8/9] evaluate shapes-COCO-QA", "server stopped"):
         assert step in res.stdout
+    # calibration ran its model passes on the 2 Ray workers, and every served profile went in through the admin route
+    assert "K / α grid on 2 Ray workers" in res.stdout
+    assert "loaded 15 profiles through POST /v1/head_profiles" in res.stdout
+    log = (out / "serve.log").read_text()
+    assert log.count("vseam: loaded head profile") == 15
     summary = json.loads((out / "demo.json").read_text())
     with pytest.raises(ProcessLookupError):  # the server is gone
         os.kill(summary["server_pid"], 0)

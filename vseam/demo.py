@@ -10,8 +10,12 @@
    `--max-correct` right ones per subtype; K (from `--k-grid`, cut to the heads the organism can lose at random:
    K ≤ 5, 10 heads) and the strength α of each level's profile chosen on a held-out part of the calib split; the
    paper-exact profiles (the fixed `--k`, α = 1) beside them;
+   `vseam serve` starts first, in the background, with a placeholder profile and room for more, so vLLM loads
+   while the demo calibrates; the model passes of calibration run on `--workers` Ray workers (default 2, one per
+   core: the same batches, the same profiles);
 3. the paper's Table-3 strategies of each level's chosen profile (`vseam eval strategies`);
-4. `vseam serve` with all strategy profiles and the paper-exact profiles loaded (per-request mode);
+4. once the server is up, all strategy profiles and the paper-exact profiles are loaded through its admin route
+   (`POST /v1/head_profiles`; per-request mode);
 5. evaluate through the OpenAI API on the held-out `test2` split (never answered before the third look at the
    claim, docs/claim-third-look.md; `test` holds the model card's tables and the first two looks): original vs
    w/o negative vs w/o positive vs random remove vs rescaling (+ rescaling at the paper's fixed K and α = 1), each level answered with its own
@@ -36,7 +40,7 @@ import shutil
 import sys
 import time
 
-from vseam.serve.launch import ServerError, cpu_flags, free_port, launch, tail
+from vseam.serve.launch import ServerError, cpu_flags, free_port, start, stop, tail, wait_healthy
 from vseam.core.vocab import SEMANTIC_LEVELS
 
 SERVED_NAME = "shapes-llava"
@@ -114,25 +118,72 @@ def _short(arg: str) -> str:
 # ---- the server ---------------------------------------------------------------------------------------------------
 
 
+#: profile slots the demo's server reserves (its placeholder + every strategy and paper profile, with room to spare)
+PROFILE_SLOTS = 32
+
+
+def placeholder_profile(model: pathlib.Path, path: pathlib.Path) -> pathlib.Path:
+    """A profile with no head for `model`: the one profile the server needs to start before calibration has
+    written the real ones."""
+    from vseam.core.families import fingerprint_of
+    from vseam.head_profiles import HeadProfile, Provenance
+
+    prof = HeadProfile(name="shapes-unedited", fingerprint=fingerprint_of(str(model)), scope={"level": "all"}, k=0,
+                       provenance=Provenance.new("hand-written", notes="no head: lets the demo's server start while "
+                                                 "calibration runs; the calibrated profiles are loaded later"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(prof.model_dump_json(indent=2, exclude_none=True) + "\n")
+    return path
+
+
+class Server:
+    """`vseam serve` started in the background (`background_server`): it loads while the demo calibrates; `ready`
+    waits for /health, `load` adds profiles through the admin route (POST /v1/head_profiles)."""
+
+    def __init__(self, base: str, proc, log: pathlib.Path, admin_key: str, t0: float):
+        self.base, self.proc, self.log, self.admin_key, self.t0 = base, proc, log, admin_key, t0
+
+    def ready(self, timeout: float = 420) -> str:
+        def waiting(waited: float) -> None:
+            print(f"  waiting for the server ({waited:.0f}s) ... {_last_line(self.log)}", flush=True)
+
+        try:
+            wait_healthy(self.base, self.proc, self.log, timeout=timeout, name="vseam serve", waiting=waiting)
+        except ServerError as e:
+            raise DemoError(str(e)) from None
+        print(f"  server up at {self.base} ({time.time() - self.t0:.0f}s after it was started, pid {self.proc.pid})",
+              flush=True)
+        return self.base
+
+    def load(self, profiles: list[pathlib.Path]) -> None:
+        import httpx
+
+        for path in profiles:
+            r = httpx.post(f"{self.base}/v1/head_profiles", content=path.read_bytes(), timeout=60,
+                           headers={"Authorization": f"Bearer {self.admin_key}", "Content-Type": "application/json"})
+            if r.status_code != 200:
+                raise DemoError(f"the server refused profile {_short(str(path))}: HTTP {r.status_code} {r.text[:300]}")
+        print(f"  loaded {len(profiles)} profiles through POST /v1/head_profiles", flush=True)
+
+
 @contextlib.contextmanager
-def serving(model: pathlib.Path, profiles: list[pathlib.Path], log: pathlib.Path, port: int, timeout: float = 420):
-    """`vseam serve` in its own process group; yields the base URL once /health answers; always stopped after."""
-    cmd = [sys.executable, "-m", "vseam.serve.cli", str(model), *[a for p in profiles for a in ("--head-profile", str(p))],
+def background_server(model: pathlib.Path, placeholder: pathlib.Path, log: pathlib.Path, port: int):
+    """`vseam serve` in its own process group, started now with only `placeholder` and room for more profiles (the
+    admin routes on, behind a key made here); yields a `Server` at once; always stopped after."""
+    import secrets
+
+    key = secrets.token_hex(16)
+    cmd = [sys.executable, "-m", "vseam.serve.cli", str(model), "--head-profile", str(placeholder),
+           "--max-head-profiles", str(PROFILE_SLOTS), "--admin-key", key,
            "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port), *cpu_flags()]
-    print("$ " + " ".join(_short(c) for c in cmd[1:]) + f"   (log: {_short(str(log))})", flush=True)
+    shown = ["<key>" if c == key else _short(c) for c in cmd[1:]]
+    print("$ " + " ".join(shown) + f"   (log: {_short(str(log))}; loads in the background)", flush=True)
     env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-
-    def waiting(waited: float) -> None:
-        print(f"  waiting for the server ({waited:.0f}s) ... {_last_line(log)}", flush=True)
-
-    t0 = time.time()
+    base, proc = start(cmd, log, env, port=port)
     try:
-        with launch(cmd, log, env, port=port, timeout=timeout, name="vseam serve", waiting=waiting) as (base, proc):
-            print(f"  server up at {base} after {time.time() - t0:.0f}s (pid {proc.pid})", flush=True)
-            yield base, proc.pid
-    except ServerError as e:
-        raise DemoError(str(e)) from None
+        yield Server(base, proc, log, key, time.time())
     finally:
+        stop(proc)
         print("  server stopped", flush=True)
 
 
@@ -298,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
                         "0 skips both")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--fresh", action="store_true", help="delete --out first")
+    p.add_argument("--workers", type=int, default=2 if (os.cpu_count() or 1) >= 2 else 0,
+                   help="run calibrate's model passes on N Ray workers (calibrate --workers; default 2 on a machine "
+                        "with 2 or more cores, else 0: in the demo's own process); same batches, so on this 2-core "
+                        "machine the same profiles byte for byte")
     p.add_argument("--calibrate-arg", action="append", default=[], metavar="ARG",
                    help="extra flag for the calibrate command (repeatable), e.g. --calibrate-arg=--method=atp")
     p.add_argument("--model", help="another llava-layout checkpoint instead of the organism (for trying the loop)")
@@ -313,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     images = out / "images"
-    steps = Steps(8 if args.bench_images else 6)
+    steps = Steps(9 if args.bench_images else 7)
     try:
         # 1 ------------------------------------------------------------------------------------------------------
         steps.start("model organism")
@@ -330,45 +385,55 @@ def main(argv: list[str] | None = None) -> int:
                   + f"; overall {held['overall'] * 100:.1f}%")
 
         # 2 ------------------------------------------------------------------------------------------------------
-        steps.start("calibrate on shapes/calib (exact re-rendered counterfactuals -> Eq-4 triples -> heads)")
-        calib = out / "calibrate"
-        calibrate_step(["--dataset", "shapes", "--data", "calib", "--images", str(images),
-                        "--dataset-option", f"size={args.calib_size}", "--model", str(weights), "--out", str(calib),
-                        "--k", str(args.k),
-                        *(["--select-on", str(args.select_on), "--select-only", ",".join(SEMANTIC_LEVELS),
-                           "--k-grid", ",".join(map(str, k_grid))] if args.select_on > 0 else []),
-                        *(["--max-correct", str(args.max_correct)] if args.max_correct > 0 else []),
-                        "--patching", str(args.patching), "--batch", "8", *args.calibrate_arg])
-        profiles = level_profiles(calib / "profiles", calib / "report.md")
-        # the paper-exact profiles (fixed K, α = 1) are the served ones themselves when nothing was chosen
-        paper = {lv: calib / "profiles" / "paper" / p.name for lv, p in profiles.items()} if args.select_on > 0 else {}
+        steps.start("start vseam serve in the background (vLLM loads while the demo calibrates)")
+        placeholder = placeholder_profile(weights, out / "serve" / "shapes-unedited.json")
+        with background_server(weights, placeholder, out / "serve.log", free_port()) as server:
+            # 3 --------------------------------------------------------------------------------------------------
+            steps.start("calibrate on shapes/calib (exact re-rendered counterfactuals -> Eq-4 triples -> heads)")
+            calib = out / "calibrate"
+            calibrate_step(["--dataset", "shapes", "--data", "calib", "--images", str(images),
+                            "--dataset-option", f"size={args.calib_size}", "--model", str(weights), "--out",
+                            str(calib), "--k", str(args.k),
+                            *(["--select-on", str(args.select_on), "--select-only", ",".join(SEMANTIC_LEVELS),
+                               "--k-grid", ",".join(map(str, k_grid))] if args.select_on > 0 else []),
+                            *(["--max-correct", str(args.max_correct)] if args.max_correct > 0 else []),
+                            *(["--workers", str(args.workers)] if args.workers > 0 else []),
+                            "--patching", str(args.patching), "--batch", "8", *args.calibrate_arg])
+            profiles = level_profiles(calib / "profiles", calib / "report.md")
+            # the paper-exact profiles (fixed K, α = 1) are the served ones themselves when nothing was chosen
+            paper = ({lv: calib / "profiles" / "paper" / p.name for lv, p in profiles.items()}
+                     if args.select_on > 0 else {})
 
-        # 3 ------------------------------------------------------------------------------------------------------
-        steps.start("Table-3 strategies of each level's profile")
-        from vseam.benchmarks.strategies import read_manifest, write_strategies
+            # 4 --------------------------------------------------------------------------------------------------
+            steps.start("Table-3 strategies of each level's profile")
+            from vseam.benchmarks.strategies import read_manifest, write_strategies
 
-        manifests = {}
-        for lv, prof in profiles.items():
-            manifests[lv] = write_strategies(prof, out / "strategies" / lv, seed=0)
-            print(f"  {lv}: " + ", ".join(f"{s} = {n}" for s, n in read_manifest(manifests[lv]).items()), flush=True)
-        # one file per profile name (levels served the combined profile share its strategy profiles)
-        served = sorted({p.name: p for d in sorted((out / "strategies").iterdir()) for p in d.glob("*.json")
-                         if p.name != "strategies.json"}.values())
-        served += sorted(set(paper.values()))
+            manifests = {}
+            for lv, prof in profiles.items():
+                manifests[lv] = write_strategies(prof, out / "strategies" / lv, seed=0)
+                print(f"  {lv}: " + ", ".join(f"{s} = {n}" for s, n in read_manifest(manifests[lv]).items()),
+                      flush=True)
+            # one file per profile name (levels served the combined profile share its strategy profiles)
+            served = sorted({p.name: p for d in sorted((out / "strategies").iterdir()) for p in d.glob("*.json")
+                             if p.name != "strategies.json"}.values())
+            served += sorted(set(paper.values()))
 
-        # 4-5 ----------------------------------------------------------------------------------------------------
-        steps.start(f"vseam serve with {len(served)} profiles (per request)")
-        from vseam.calibrate.datasets import load_dataset
+            # 5 --------------------------------------------------------------------------------------------------
+            steps.start(f"vseam serve: wait until it is up, load {len(served)} profiles (per request)")
+            from vseam.calibrate.datasets import load_dataset
 
-        test = load_dataset("shapes", path=args.test_split, images=str(images), size=args.test_size).records
-        bench_dir, bench = out / "benchmarks", None
-        if args.bench_images:
-            from vseam.calibrate.datasets.shapes.benchmarks import write_all
+            test = load_dataset("shapes", path=args.test_split, images=str(images), size=args.test_size).records
+            bench_dir, bench = out / "benchmarks", None
+            if args.bench_images:
+                from vseam.calibrate.datasets.shapes.benchmarks import write_all
 
-            written = write_all(bench_dir, n_images=args.bench_images)
-            print(f"  shapes-POPE {written['pope']['questions']}, shapes-COCO-QA {written['cocoqa']['questions']} "
-                  f"questions in {_short(str(bench_dir))}", flush=True)
-        with serving(weights, served, out / "serve.log", free_port()) as (base, server_pid):
+                written = write_all(bench_dir, n_images=args.bench_images)
+                print(f"  shapes-POPE {written['pope']['questions']}, shapes-COCO-QA "
+                      f"{written['cocoqa']['questions']} questions in {_short(str(bench_dir))}", flush=True)
+            base, server_pid = server.ready(), server.proc.pid
+            server.load(served)
+
+            # 6-8 ------------------------------------------------------------------------------------------------
             steps.start(f"evaluate {len(test)} held-out questions x 5 strategies through the OpenAI API")
             from vseam.head_profiles import load_profile
 
