@@ -161,3 +161,21 @@ def test_demo_runs_end_to_end_on_a_small_slice(tmp_path):
         assert 0.0 <= row["target"] <= 100.0 and 0.0 <= row["prior"] <= 100.0
         # target and partner boxes do not overlap (objects are kept apart), so the two shares add to at most 100%
         assert row["target"] + row["prior"] <= 100.0 + 1e-6
+
+
+def test_demo_calibrates_on_two_ray_workers_only_when_it_can(monkeypatch, capsys):
+    """Two workers on a machine with two cores and Ray; one process (and a note saying why) without Ray or on one
+    core: the demo never fails for want of Ray."""
+    import importlib.util
+
+    from vseam import demo
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(demo.os, "cpu_count", lambda: 2)
+    assert demo.default_workers() == 2
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real_find_spec(name, *a))
+    assert demo.default_workers() == 0
+    assert "Ray is not installed" in capsys.readouterr().out
+    monkeypatch.setattr(importlib.util, "find_spec", real_find_spec)
+    monkeypatch.setattr(demo.os, "cpu_count", lambda: 1)
+    assert demo.default_workers() == 0

@@ -60,6 +60,20 @@ def demo_k_grid() -> tuple[int, ...]:
     return tuple(sorted({k for k in DEFAULT_K_GRID if k <= cap} | {cap}))
 
 
+def default_workers() -> int:
+    """2 Ray workers for calibration's model passes (torch runs one thread each, so both cores work), or 0 (the
+    demo's own process) on a single core or without Ray, said once."""
+    import importlib.util
+
+    if (os.cpu_count() or 1) < 2:
+        return 0
+    if importlib.util.find_spec("ray") is None:
+        print("note: Ray is not installed (pip install 'vseam[ray]'), so calibration runs in this process on one "
+              "core; the profiles are the same, the demo slower", flush=True)
+        return 0
+    return 2
+
+
 class DemoError(RuntimeError):
     pass
 
@@ -349,10 +363,10 @@ def main(argv: list[str] | None = None) -> int:
                         "0 skips both")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--fresh", action="store_true", help="delete --out first")
-    p.add_argument("--workers", type=int, default=2 if (os.cpu_count() or 1) >= 2 else 0,
-                   help="run calibrate's model passes on N Ray workers (calibrate --workers; default 2 on a machine "
-                        "with 2 or more cores, else 0: in the demo's own process); same batches, so on this 2-core "
-                        "machine the same profiles byte for byte")
+    p.add_argument("--workers", type=int, default=None,
+                   help="run calibrate's model passes on N Ray workers (calibrate --workers; default 2 when the "
+                        "machine has 2 or more cores and Ray is installed, else 0: in the demo's own process); the "
+                        "same batches, so on a 2-core machine the same profiles byte for byte")
     p.add_argument("--calibrate-arg", action="append", default=[], metavar="ARG",
                    help="extra flag for the calibrate command (repeatable), e.g. --calibrate-arg=--method=atp")
     p.add_argument("--model", help="another llava-layout checkpoint instead of the organism (for trying the loop)")
@@ -363,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     from vseam.organism import CARD_JSON, weights_dir
 
     k_grid = args.k_grid or demo_k_grid()
+    if args.workers is None:
+        args.workers = default_workers()
     out = pathlib.Path(args.out).resolve()
     if args.fresh and out.exists():
         shutil.rmtree(out)
