@@ -4,8 +4,9 @@
 Stage 2 of a run (and stage 1's Eq-4 scoring) is a series of *tasks* over fixed chunks of inputs: answer a batch of
 yes/no questions under optional head scales (`binary`: Eq-4 scoring, the held-out K / α grid), answer with the
 unedited model (`baseline`: `--max-correct`), or score every head (`score`: Eq 5-7). The same chunks run either on
-the driver's own model (`LocalRunner`) or on N Ray actors, each holding its own copy of the model (one GPU per
-actor when the cluster has enough GPUs, else an equal share of the CPU threads) (`RayPool`). So:
+the driver's own model (in the calling stage's loop, or through `LocalRunner`, which has `RayPool`'s interface) or
+on N Ray actors, each holding its own copy of the model (one GPU per actor when the cluster has enough GPUs, else
+an equal share of the CPU threads) (`RayPool`). So:
 
 * every number a run records, hence the profile, is what the single-process run computes (same batches, same
   code; on CPU at the same thread count per process);
