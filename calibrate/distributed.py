@@ -4,7 +4,7 @@
 Stage 2 of a run (and stage 1's Eq-4 scoring) is a series of *tasks* over fixed chunks of inputs: answer a batch of
 yes/no questions under optional head scales (`binary`: Eq-4 scoring, the held-out K / α grid), answer with the
 unedited model (`baseline`: `--max-correct`), or score every head (`score`: Eq 5-7). The same chunks run either on
-the driver's own model (in the calling stage's loop, or through `LocalRunner`, which has `RayPool`'s interface) or
+the driver's own model (in the calling stage's loop, or through `LocalRunner`, which has `RayPool.map`) or
 on N Ray actors, each holding its own copy of the model (one GPU per actor when the cluster has enough GPUs, else
 an equal share of the CPU threads) (`RayPool`). So:
 
@@ -73,27 +73,24 @@ def run_task(host, task: str, args: tuple) -> Any:
 
 
 class LocalRunner:
-    """The chunks run one after another on the driver's own model."""
+    """The chunks run one after another on the driver's own model (`RayPool.map`'s interface)."""
 
-    def __init__(self, engine, attributor=None, max_rows: int = 32):
+    def __init__(self, engine):
         self.engine = engine
-        self._attributor = attributor
-        self.max_rows = max_rows
+        self._attributor = None
 
     @property
     def attributor(self):
+        """A `HeadAttributor` of the engine, made when a `baseline` or `score` task first needs it."""
         if self._attributor is None:
             from vseam.calibrate.attribution import HeadAttributor
 
-            self._attributor = HeadAttributor(self.engine, max_rows=self.max_rows)
+            self._attributor = HeadAttributor(self.engine)
         return self._attributor
 
     def map(self, task: str, jobs: Iterable[tuple]) -> Iterator[Any]:
         for args in jobs:
             yield run_task(self, task, args)
-
-    def map_unordered(self, task: str, jobs: Iterable[tuple]) -> Iterator[tuple[int, Any]]:
-        return enumerate(self.map(task, jobs))
 
 
 class CalibrationWorker:

@@ -84,6 +84,11 @@ def gain_p_value(edited: np.ndarray, unedited: np.ndarray) -> float:
     return mcnemar(edited, unedited, alternative="greater")["p"]
 
 
+def read_images(records: Sequence[VQARecord]) -> list:
+    """The records' images, each read once (an unreadable one is named by its question)."""
+    return [load_image(r.image, f"question {r.qid}") for r in records]
+
+
 def held_out_correct(engine, records: Sequence[VQARecord], scales: np.ndarray | None, batch: int = 16,
                      images: Sequence | None = None, pool=None) -> np.ndarray:
     """Per question: does the model (under per-head `scales`, None = unedited) answer the yes/no question right?
@@ -93,7 +98,7 @@ def held_out_correct(engine, records: Sequence[VQARecord], scales: np.ndarray | 
     from vseam.calibrate.distributed import LocalRunner
 
     if images is None:
-        images = [load_image(r.image, f"question {r.qid}") for r in records]
+        images = read_images(records)
     starts = range(0, len(records), batch)
     jobs = ((images[s : s + batch], [r.question for r in records[s : s + batch]], scales) for s in starts)
     out = []
@@ -126,7 +131,7 @@ def choose(
         row = log.get(key)
         if row is None:
             if not images:
-                images.extend(load_image(r.image, f"question {r.qid}") for r in records)
+                images.extend(read_images(records))
             correct = held_out_correct(engine, records, scales, images=images, pool=pool)
             row = {"key": key, "group": group, "n": len(records), "correct": int(correct.sum()),
                    "accuracy": float(correct.mean()) if len(records) else 0.0,
@@ -239,4 +244,4 @@ def grid_figure(results: Sequence[GridResult], path: pathlib.Path) -> pathlib.Pa
 
 
 __all__ = ["Candidate", "DEFAULT_K_GRID", "GridResult", "STRENGTHS", "best", "choose", "gain_p_value", "grid_figure",
-           "held_out_correct", "select_strength"]
+           "held_out_correct", "read_images", "select_strength"]
