@@ -65,3 +65,17 @@ def test_projection_is_steps_times_seconds_plus_validation_features_and_renderin
     # a step kind that was not timed is an error, not a free step
     with pytest.raises(KeyError):
         project([parent], {1: {"p:tower": 0.5}}, {1: 1.0}, {1: 0.0}, 0.0, 0.0)
+
+
+def test_recipe_overrides_price_a_recipe_and_bad_ones_are_named():
+    from vseam.organism.budget import parse_sets
+
+    sets = parse_sets(["text_heads=8", "qa-steps=2000", "head_dropout_rescale=false", "lr=0.002"])
+    assert sets == {"text_heads": 8, "qa_steps": 2000, "head_dropout_rescale": False, "lr": 0.002}
+    part = plan("v2-staged", {"qa_steps": 2000, "text_heads": 8})
+    assert part.steps["qa"] == 5100  # the stages still raise the frozen-tower steps to 5,100
+    assert part.recorded_minutes is None  # no committed checkpoint was trained with 8 heads
+    assert plan("v2-priors", {"finetune_steps": 300}).steps["finetune"] == 300
+    for bad, said in (["nope=1"], "recipe field"), (["text_heads"], "FIELD=VALUE"), (["text_heads=many"], "not a int"):
+        with pytest.raises(ValueError, match=said):
+            parse_sets(bad)

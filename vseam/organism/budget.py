@@ -2,6 +2,7 @@
 threads, side by side in one run, and a recipe chain's minutes projected from them against issue 15's budget.
 
     .venv/bin/python -m vseam.organism.budget [--chain v2-staged,v2-priors] [--threads 1,2] [--steps 10]
+    .venv/bin/python -m vseam.organism.budget --set text_heads=8 [--set FIELD=VALUE ...]   (price a recipe first)
 
 The committed weights come from a chain: `--preset v2-staged` trains the parent (`weights-v2-staged/`) from
 scratch, and the default preset (`v2-priors`) trains the committed weights from that parent. The budget asks for
@@ -17,7 +18,8 @@ steps x seconds per step of each kind + validation passes x their time + feature
 presets; rendering the pool (which `training.json`'s `minutes` leaves out, it runs before training) and the
 extra contact scenes are listed on their own rows. Early stopping at `target_val_acc` is ignored (every step
 counted). Where a committed checkpoint was trained by a preset of the chain, its recorded minutes (one thread)
-stand beside the projection.
+stand beside the projection. `--set` changes a recipe field in every preset of the chain, so a recipe can be
+priced before anyone trains it; a step costs the same whatever the weights, so no starting checkpoint is loaded.
 
 The last line is one JSON object with every figure. A benchmark, not a test; it lives with the organism rather than
 in `benchmarks/` because it drives the organism's trainer, which the stage packages may not import.
@@ -64,11 +66,11 @@ def _segments_evals(start: int, end: int, every: int) -> int:
     return n + (end % every != 0)
 
 
-def plan(preset_name: str) -> ChainPart:
-    """What the preset `preset_name` trains, counted from its recipe and stages."""
+def plan(preset_name: str, overrides: dict | None = None) -> ChainPart:
+    """What the preset `preset_name` (with recipe fields `overrides`) trains, counted from its recipe and stages."""
     from vseam.organism.recipe import preset
 
-    base = preset(preset_name)
+    base = preset(preset_name, **(overrides or {}))
     n_stages = len(base.stage_overrides()) + 1
     recs = [base.at_stage(k) for k in range(n_stages)]
     from_scratch = not base.init_from
@@ -97,18 +99,21 @@ def plan(preset_name: str) -> ChainPart:
     return ChainPart(preset=preset_name, steps=steps, evals=evals, pool_scenes=last.train_scenes if from_scratch else 0,
                      contact_scenes=last.contact_scenes,
                      features=last.train_scenes if (steps["qa"] or steps["caption"]) else 0,
-                     stage_of={k: v[1] for k, v in best.items()}, recorded_minutes=_recorded_minutes(preset_name))
+                     stage_of={k: v[1] for k, v in best.items()},
+                     recorded_minutes=_recorded_minutes(preset_name, overrides))
 
 
 class _Timer:
     """A trainer for one step kind, with validation passes timed apart from the steps."""
 
-    def __init__(self, preset_name: str, stage: int, kind: str, pool: int, work: pathlib.Path):
+    def __init__(self, preset_name: str, stage: int, kind: str, pool: int, work: pathlib.Path,
+                 overrides: dict | None = None):
         from vseam.organism.recipe import preset
         from vseam.organism.train import Trainer
 
-        rec = preset(preset_name).at_stage(stage)
-        rec = dataclasses.replace(rec, stages="", tower_steps=0, train_scenes=pool, eval_every=10**9,
+        rec = preset(preset_name, **(overrides or {})).at_stage(stage)
+        # a step costs the same whatever the weights, so a preset's starting checkpoint is not loaded
+        rec = dataclasses.replace(rec, stages="", tower_steps=0, train_scenes=pool, eval_every=10**9, init_from="",
                                   contact_scenes=min(rec.contact_scenes, 200),
                                   finetune_steps=max(rec.finetune_steps, 1),
                                   head_dropout_start=0 if kind in ("qa", "finetune") else rec.head_dropout_start)
@@ -166,13 +171,13 @@ def _render_seconds(n: int, tmp: pathlib.Path) -> tuple[float, float]:
     return pool, (time.perf_counter() - t0) / n
 
 
-def _recorded_minutes(preset_name: str) -> float | None:
+def _recorded_minutes(preset_name: str, overrides: dict | None = None) -> float | None:
     """Minutes recorded in a committed checkpoint that this preset trained, if any (`training.json`: its recipe
     agrees with the preset's on every field it records)."""
     from vseam.organism import PARENT_WEIGHTS_DIR, WEIGHTS_DIR
     from vseam.organism.recipe import preset
 
-    mine = preset(preset_name).to_json()
+    mine = preset(preset_name, **(overrides or {})).to_json()
     for d in (WEIGHTS_DIR, PARENT_WEIGHTS_DIR):
         meta = d / "training.json"
         if meta.is_file():
@@ -217,6 +222,26 @@ def project(parts: list[ChainPart], per_step: dict[int, dict[str, float]], eval_
     return figures
 
 
+def parse_sets(items: list[str]) -> dict:
+    """`--set FIELD=VALUE` items as recipe field overrides, each VALUE read as its field's type."""
+    from vseam.organism.recipe import Recipe
+
+    fields = {f.name: type(f.default) for f in dataclasses.fields(Recipe)}
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in fields:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD a recipe field "
+                             f"({', '.join(sorted(fields))})")
+        kind = fields[name]
+        try:
+            out[name] = value.strip().lower() in ("1", "true", "yes") if kind is bool else kind(value)
+        except ValueError:
+            raise ValueError(f"--set {item!r}: {value!r} is not a {kind.__name__}") from None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -226,10 +251,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10, help="timed steps per kind and thread count (after 2 warm-up)")
     p.add_argument("--pool", type=int, default=600, help="training scenes of the timing trainers' pool")
     p.add_argument("--render", type=int, default=200, help="scenes rendered to time rendering")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a recipe field for every preset of the chain, to price a recipe before training it "
+                        "(e.g. --set text_heads=8); repeatable")
     args = p.parse_args(argv)
     try:
         threads = [int(t) for t in args.threads.split(",")]
-        parts = [plan(name.strip()) for name in args.chain.split(",")]
+        overrides = parse_sets(args.set)
+        parts = [plan(name.strip(), overrides) for name in args.chain.split(",")]
     except ValueError as e:
         p.error(str(e))
     if args.steps < 1 or args.pool < 64 or not threads or min(threads) < 1:
@@ -249,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
                 if not part.steps[kind]:
                     continue
                 key = f"{part.preset}:{kind}"
-                timer = _Timer(part.preset, part.stage_of[kind], kind, args.pool, tmp / key.replace(":", "-"))
+                timer = _Timer(part.preset, part.stage_of[kind], kind, args.pool, tmp / key.replace(":", "-"),
+                               overrides)
                 for t in threads:
                     torch.set_num_threads(t)
                     per_step[t][key] = timer.seconds_per_step(args.steps)
@@ -268,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
 
     figures = project(parts, per_step, {t: float(np.mean(v)) for t, v in eval_s.items() if v}, feature_s,
                       render_pool, render_contact)
-    figures.update(steps_timed=args.steps, chain_presets=[part.preset for part in parts])
+    figures.update(steps_timed=args.steps, chain_presets=[part.preset for part in parts], overrides=overrides)
     data_minutes = sum(entry["pool_render_minutes"] for entry in figures["chain"])
     figures["benchmark_seconds"] = time.perf_counter() - t_start
 
