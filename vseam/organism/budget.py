@@ -56,6 +56,8 @@ class ChainPart:
     stage_of: dict
     #: minutes recorded by a committed checkpoint this preset trained (one thread), if any
     recorded_minutes: float | None = None
+    #: the training world its scenes are rendered in
+    world: str = "v2"
 
 
 def _segments_evals(start: int, end: int, every: int) -> int:
@@ -96,7 +98,8 @@ def plan(preset_name: str, overrides: dict | None = None) -> ChainPart:
         evals += _segments_evals(prev["finetune"], r.finetune_steps, r.eval_every)
         prev = dict(qa=prev["qa"] + added["qa"], finetune=r.finetune_steps, tower=r.tower_steps)
     last = recs[-1]
-    return ChainPart(preset=preset_name, steps=steps, evals=evals, pool_scenes=last.train_scenes if from_scratch else 0,
+    # every run renders its pool of training scenes (a run from a checkpoint samples its questions there too)
+    return ChainPart(preset=preset_name, steps=steps, evals=evals, pool_scenes=last.train_scenes, world=last.world,
                      contact_scenes=last.contact_scenes,
                      features=last.train_scenes if (steps["qa"] or steps["caption"]) else 0,
                      stage_of={k: v[1] for k, v in best.items()},
@@ -159,15 +162,16 @@ class _Timer:
         return (time.perf_counter() - t0 - sum(self.eval_seconds[n_eval:])) / steps
 
 
-def _render_seconds(n: int, tmp: pathlib.Path) -> tuple[float, float]:
-    """Seconds per training scene rendered (pool) and per contact scene, into a fresh cache."""
+def _render_seconds(n: int, tmp: pathlib.Path, world: str) -> tuple[float, float]:
+    """Seconds per training scene rendered (pool) and per contact scene in training world `world`, into a fresh
+    cache."""
     from vseam.organism import data as D
 
     t0 = time.perf_counter()
-    D.build_pool(n, seed=12345, cache_dir=tmp / "pool", progress=False, world="v1")
+    D.build_pool(n, seed=12345, cache_dir=tmp / "pool", progress=False, world=world)
     pool = (time.perf_counter() - t0) / n
     t0 = time.perf_counter()
-    D.contact_scenes(n, seed=12345, start=10**6, world="v1", cache_dir=tmp / "contact", progress=False)
+    D.contact_scenes(n, seed=12345, start=10**6, world=world, cache_dir=tmp / "contact", progress=False)
     return pool, (time.perf_counter() - t0) / n
 
 
@@ -188,7 +192,7 @@ def _recorded_minutes(preset_name: str, overrides: dict | None = None) -> float 
 
 
 def project(parts: list[ChainPart], per_step: dict[int, dict[str, float]], eval_s: dict[int, float],
-            feature_s: dict[int, float], render_pool: float, render_contact: float) -> dict:
+            feature_s: dict[int, float], render_pool: dict[str, float], render_contact: dict[str, float]) -> dict:
     """Every figure of the run and each preset's projected minutes per thread count: steps x seconds per step
     (`per_step[threads]["preset:kind"]`) + validation passes x `eval_s` + the pool's tower features + rendering
     the extra contact scenes; rendering the pool itself on a row of its own (`pool_render_minutes`)."""
@@ -209,10 +213,10 @@ def project(parts: list[ChainPart], per_step: dict[int, dict[str, float]], eval_
         for t in threads:
             sec = sum(n * per_step[t][f"{part.preset}:{k}"] for k, n in part.steps.items() if n)
             sec += part.evals * eval_s.get(t, 0.0) + part.features * feature_s.get(t, 0.0)
-            sec += part.contact_scenes * render_contact
+            sec += part.contact_scenes * render_contact[part.world]
             entry["projected_minutes"][str(t)] = sec / 60
             total[t] += sec / 60
-        entry["pool_render_minutes"] = part.pool_scenes * render_pool / 60
+        entry["pool_render_minutes"] = part.pool_scenes * render_pool[part.world] / 60
         data_minutes += entry["pool_render_minutes"]
         figures["chain"].append(entry)
     figures["chain_projected_minutes"] = {str(t): total[t] for t in threads}
@@ -271,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     # the trainers' validation lines go to stderr with the progress, so stdout holds the table and the JSON line
     with tempfile.TemporaryDirectory() as tmp_s, contextlib.redirect_stdout(sys.stderr):
         tmp = pathlib.Path(tmp_s)
-        render_pool, render_contact = _render_seconds(args.render, tmp)
+        render_pool, render_contact = {}, {}
+        for world in sorted({part.world for part in parts}):
+            render_pool[world], render_contact[world] = _render_seconds(args.render, tmp / f"world-{world}", world)
         # one timing trainer per preset and step kind, with the settings of the stage that runs most of that kind
         for part in parts:
             for kind in KINDS:
@@ -309,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'validation pass (700)':<22}"
           + "".join(f"{np.mean(eval_s[t]) if eval_s[t] else float('nan'):>14.1f}" for t in threads))
     print(f"{'features per scene':<22}" + "".join(f"{feature_s.get(t, float('nan')):>14.4f}" for t in threads))
-    print(f"rendering: {render_pool * 1000:.1f} ms per pool scene, {render_contact * 1000:.1f} ms per contact scene")
+    for world in render_pool:
+        print(f"rendering, world {world}: {render_pool[world] * 1000:.1f} ms per pool scene, "
+              f"{render_contact[world] * 1000:.1f} ms per contact scene")
     if figures["speedup_2_over_1"]:
         print("2 threads over 1: " + ", ".join(f"{k} {v:.2f}x" for k, v in figures["speedup_2_over_1"].items()))
     print(f"\nprojected minutes (budget {BUDGET_MINUTES:.0f} for the whole chain)")
