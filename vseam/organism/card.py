@@ -136,19 +136,19 @@ another colour). Against the issue (held-out `test` split; tables above):
   demo met its budget once its calibration ran on both cores and the server loaded beside it (16.6 minutes
   before, the same profiles and figures).
   What the whole chain costs on both cores (fourteenth round; `python -m vseam.organism.budget` times each kind of
-  training step at 1 and 2 threads in one run and projects the chain): **253 minutes on one thread, 158 on two, 2.6
-  times the budget.** Per step, 1 / 2 threads: tower 0.20 / 0.12 s, descriptions 1.81 / 1.10, frozen-tower questions
-  1.32 / 0.84, end-to-end questions 1.50 / 0.88 (1.6-1.7 times faster on two); a validation pass 12.9 / 7.6 s;
-  rendering the 30,000-scene pool 2.9 minutes. The projection of the parent on one thread (229 minutes) is 7% above
-  its recorded 215, of the last step (21.0) 28% above its recorded 16.4: this shared machine ran the same step
-  1.39-1.48 s that day's run took 1.09 s for. Steps are compute-bound: a question step is a forward and backward
-  pass over 50 rows of 93-111 tokens, 64 of them image tokens, about 50-60 GFLOP by a count of the matrix products.
-  Simply halving the schedule did not work: the same chain with every step count halved, on two threads, kept yes/no
-  answers at 50.0% at every validation pass up to question step 1,800 (stopped there, 36 minutes in, 7 of them
-  beside a benchmark run). Its head dropout began at step 1,051, before yes/no verification had formed, and the
-  fourth round found that dropout before those circuits form keeps verification at chance; the full chain trains
-  2,100 question steps without dropout first. Meeting the budget needs a cheaper step (fewer image tokens or a
-  narrower model), which means new weights.
+  training step at 1 and 2 threads in one run and projects the chain): **256 minutes on one thread, 157 on two, 2.6
+  times the budget** (253 and 158 in an earlier run). Per step, 1 / 2 threads: tower 0.22 / 0.16 s, descriptions
+  1.90 / 1.04, frozen-tower questions 1.28 / 0.75, end-to-end questions 1.49 / 0.89 (1.3-1.8 times faster on two); a
+  validation pass 13.1 / 7.5 s; rendering the two 30,000-scene pools (one per world) 2.9 + 2.7 minutes. The
+  projection of the parent on one thread (229 minutes) is 7% above its recorded 215, of the last step (21.2) 29%
+  above its recorded 16.4: this shared machine ran that step in 1.40-1.48 s where that day's run took 1.09 s. Steps
+  are compute-bound: a question step is a forward and backward pass over 50 rows of 93-111 tokens, 64 of them image
+  tokens, about 50-60 GFLOP by a count of the matrix products. Simply halving the schedule did not work: the same
+  chain with every step count halved, on two threads, kept yes/no answers at 50.0% at every validation pass up to
+  question step 1,800 (stopped there, 36 minutes in, 7 of them beside a benchmark run). Its head dropout began at
+  step 1,051, before yes/no verification had formed, and the fourth round found that dropout before those circuits
+  form keeps verification at chance; the full chain trains 2,100 question steps without dropout first. Meeting the
+  budget needs a cheaper step (fewer image tokens or a narrower model), which means new weights.
   `--threads 2` is 1.7 times faster but does not reproduce the committed weights bit for bit (they differ by up to
   2.5e-4 after 30 steps), so the default stays at one thread.
 
