@@ -148,7 +148,9 @@ another colour). Against the issue (held-out `test` split; tables above):
   question step 1,800 (stopped there, 36 minutes in, 7 of them beside a benchmark run). Its head dropout began at
   step 1,051, before yes/no verification had formed, and the fourth round found that dropout before those circuits
   form keeps verification at chance; the full chain trains 2,100 question steps without dropout first. Meeting the
-  budget needs a cheaper step (fewer image tokens or a narrower model), which means new weights.
+  budget needs a cheaper step (fewer image tokens or a narrower model), which means new weights. Fewer heads alone
+  are not enough: with 8 heads per layer (`--set text_heads=8`, v1's layout, which failed point 1) the same chain
+  projects at 111 minutes on two threads.
   `--threads 2` is 1.7 times faster but does not reproduce the committed weights bit for bit (they differ by up to
   2.5e-4 after 30 steps), so the default stays at one thread.
 
