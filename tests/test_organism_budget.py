@@ -79,6 +79,7 @@ def test_recipe_overrides_price_a_recipe_and_bad_ones_are_named():
     assert part.steps["qa"] == 5100  # the stages still raise the frozen-tower steps to 5,100
     assert part.recorded_minutes is None  # no committed checkpoint was trained with 8 heads
     assert plan("v2-priors", {"finetune_steps": 300}).steps["finetune"] == 300
-    for bad, said in (["nope=1"], "recipe field"), (["text_heads"], "FIELD=VALUE"), (["text_heads=many"], "not a int"):
+    for bad, said in ((["nope=1"], "recipe field"), (["text_heads"], "FIELD=VALUE"),
+                      (["text_heads=many"], "not of type int")):
         with pytest.raises(ValueError, match=said):
             parse_sets(bad)

@@ -242,7 +242,7 @@ def parse_sets(items: list[str]) -> dict:
         try:
             out[name] = value.strip().lower() in ("1", "true", "yes") if kind is bool else kind(value)
         except ValueError:
-            raise ValueError(f"--set {item!r}: {value!r} is not a {kind.__name__}") from None
+            raise ValueError(f"--set {item!r}: {value!r} is not of type {kind.__name__}") from None
     return out
 
 
@@ -260,7 +260,10 @@ def main(argv: list[str] | None = None) -> int:
                         "(e.g. --set text_heads=8); repeatable")
     args = p.parse_args(argv)
     try:
-        threads = [int(t) for t in args.threads.split(",")]
+        try:
+            threads = [int(t) for t in args.threads.split(",")]
+        except ValueError:
+            raise ValueError(f"--threads {args.threads!r}: expected comma-separated thread counts, e.g. 1,2") from None
         overrides = parse_sets(args.set)
         parts = [plan(name.strip(), overrides) for name in args.chain.split(",")]
     except ValueError as e:
