@@ -9,17 +9,18 @@ scratch, and the default preset (`v2-priors`) trains the committed weights from 
 the whole chain in 60 minutes on 2 CPU cores.
 
 How: for each step kind of the chain (tower-only steps of phase 1 and of a stage's tower retraining, phase 2's
-descriptions, phase 3's frozen-tower questions, phase 4's end-to-end questions) a `Trainer` is built with the
-recipe of the stage that adds the most steps of that kind (its step counts cut to `--steps`, on a small pool of
-training scenes: a step's cost does not depend on the pool's size) and the trainer's own loops run `--steps`
-steps after 2 warm-up steps, once per thread count in turn. Validation passes (700 questions), the tower features
-of the training pool and rendering training scenes are timed on their own. A chain's projection is, per preset,
-steps x seconds per step of each kind + validation passes x their time + features of the pool, summed over the
-presets; rendering the pool (which `training.json`'s `minutes` leaves out, it runs before training) and the
-extra contact scenes are listed on their own rows. Early stopping at `target_val_acc` is ignored (every step
-counted). Where a committed checkpoint was trained by a preset of the chain, its recorded minutes (one thread)
-stand beside the projection. `--set` changes a recipe field in every preset of the chain, so a recipe can be
-priced before anyone trains it; a step costs the same whatever the weights, so no starting checkpoint is loaded.
+descriptions, phase 3's frozen-tower questions, phase 4's end-to-end questions) a `Trainer` is built with the recipe
+of the stage that adds the most steps of that kind (its step counts cut to `--steps`, on a small pool of training
+scenes: a step's cost does not depend on the pool's size) and the trainer's own loops run `--steps` steps after 2
+warm-up steps, once per thread count in turn. Validation passes (700 questions; the one that ends each kind's timed
+question steps), the tower features of the training pool and rendering training scenes are timed on their own. A
+chain's projection is, per preset, steps x seconds per step of each kind + validation passes x their time + features
+of the pool, summed over the presets; rendering the extra contact scenes counts in its preset, rendering the pool
+(which `training.json`'s `minutes` leaves out: it runs before training) on a row of its own. Early stopping at
+`target_val_acc` is ignored (every step counted). Where a committed checkpoint was trained by a preset of the chain,
+its recorded minutes (one thread) stand beside the projection. `--set` changes a recipe field in every preset of the
+chain, so a recipe can be priced before anyone trains it; a step costs the same whatever the weights, so no starting
+checkpoint is loaded.
 
 The last line is one JSON object with every figure. A benchmark, not a test; it lives with the organism rather than
 in `benchmarks/` because it drives the organism's trainer, which the stage packages may not import.
@@ -228,22 +229,29 @@ def project(parts: list[ChainPart], per_step: dict[int, dict[str, float]], eval_
 
 def parse_sets(items: list[str]) -> dict:
     """`--set FIELD=VALUE` items as recipe field overrides, each VALUE read as its field's type."""
-    from vseam.organism.recipe import Recipe
+    from vseam.organism.recipe import field_readers
 
-    fields = {f.name: type(f.default) for f in dataclasses.fields(Recipe)}
+    readers = field_readers()
     out = {}
     for item in items:
         name, sep, value = item.partition("=")
         name = name.strip().replace("-", "_")
-        if not sep or name not in fields:
+        if not sep or name not in readers:
             raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD a recipe field "
-                             f"({', '.join(sorted(fields))})")
-        kind = fields[name]
+                             f"({', '.join(sorted(readers))})")
         try:
-            out[name] = value.strip().lower() in ("1", "true", "yes") if kind is bool else kind(value)
+            out[name] = readers[name](value.strip())
         except ValueError:
-            raise ValueError(f"--set {item!r}: {value!r} is not of type {kind.__name__}") from None
+            raise ValueError(f"--set {item!r}: {value!r} is not of type {readers[name].__name__}") from None
     return out
+
+
+def _thread_counts(text: str) -> list[int]:
+    """`--threads` as a list of counts."""
+    try:
+        return [int(t) for t in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--threads {text!r}: expected comma-separated thread counts, e.g. 1,2") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,10 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(e.g. --set text_heads=8); repeatable")
     args = p.parse_args(argv)
     try:
-        try:
-            threads = [int(t) for t in args.threads.split(",")]
-        except ValueError:
-            raise ValueError(f"--threads {args.threads!r}: expected comma-separated thread counts, e.g. 1,2") from None
+        threads = _thread_counts(args.threads)
         overrides = parse_sets(args.set)
         parts = [plan(name.strip(), overrides) for name in args.chain.split(",")]
     except ValueError as e:
@@ -293,16 +298,14 @@ def main(argv: list[str] | None = None) -> int:
                     torch.set_num_threads(t)
                     per_step[t][key] = timer.seconds_per_step(args.steps)
                     print(f"  {key:<20} {t} thread(s): {per_step[t][key]:.3f} s/step", file=sys.stderr, flush=True)
-                    if kind == "qa" and t not in feature_s:  # a validation pass and the pool's tower features
-                        tr = timer.trainer
-                        tr.evaluate(tr.val)
+                    if kind in ("qa", "finetune"):  # the validation pass that ended the timed question steps
                         eval_s[t].append(timer.eval_seconds[-1])
+                    if kind == "qa" and t not in feature_s:  # the pool's tower features
+                        tr = timer.trainer
                         t0 = time.perf_counter()
                         for i in range(0, len(tr.pool.images), 256):
                             tr.vision_features(tr.pool.images[i : i + 256])
                         feature_s[t] = (time.perf_counter() - t0) / len(tr.pool.images)
-                    if kind == "finetune" and not eval_s[t]:
-                        eval_s[t].append(timer.eval_seconds[-1])
     torch.set_num_threads(threads[0])
 
     figures = project(parts, per_step, {t: float(np.mean(v)) for t, v in eval_s.items() if v}, feature_s,

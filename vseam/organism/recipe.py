@@ -288,6 +288,17 @@ PRESETS["v3-sides-1.0"] = dict(PRESETS["v3-sides"], prior_side_labels=1.0)
 COMMITTED_PRESET = "v2-priors"
 
 
+def read_bool(text: str) -> bool:
+    """A boolean recipe field from text: "1", "true" or "yes" (any case) is true, anything else false."""
+    return text.lower() in ("1", "true", "yes")
+
+
+def field_readers() -> dict:
+    """How each recipe field is read from the command line: booleans by `read_bool`, the others by the type of
+    their default (int, float, str)."""
+    return {f.name: read_bool if isinstance(f.default, bool) else type(f.default) for f in dataclasses.fields(Recipe)}
+
+
 def preset(name: str, **overrides) -> Recipe:
     if name not in PRESETS:
         raise ValueError(f"recipe preset {name!r}: choose from {sorted(PRESETS)}")

@@ -44,7 +44,7 @@ from tqdm import tqdm
 from vseam.core.files import atomic_write_with
 from vseam.organism import WEIGHTS_DIR
 from vseam.organism import data as D
-from vseam.organism.recipe import COMMITTED_PRESET, PRESETS, Recipe, preset
+from vseam.organism.recipe import COMMITTED_PRESET, PRESETS, Recipe, field_readers, preset
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
@@ -595,10 +595,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--preset", default=COMMITTED_PRESET, choices=sorted(PRESETS),
                    help=f"named recipe (default {COMMITTED_PRESET}: the committed weights'); fields below override it")
-    for f in dataclasses.fields(Recipe):
-        kind = type(f.default)
-        p.add_argument("--" + f.name.replace("_", "-"), default=None,
-                       type=(lambda v: v.lower() in ("1", "true", "yes")) if kind is bool else kind)
+    for name, read in field_readers().items():
+        p.add_argument("--" + name.replace("_", "-"), default=None, type=read)
     args = p.parse_args(argv)
     try:
         recipe = preset(args.preset, **{f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe)
